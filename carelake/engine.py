@@ -1,0 +1,140 @@
+"""The one place that hands out a SparkSession.
+
+``kind`` comes from ``conf/engine.yaml`` (overridable by ``CARELAKE_ENGINE``):
+
+- ``sail`` (default): an embedded Sail Spark Connect server, started once per process on a free
+  loopback port and stopped at exit. No JVM; Delta read/write/MERGE built in.
+- ``spark-connect``: an existing Spark 4 cluster at ``CARELAKE_SPARK_REMOTE`` / ``spark_connect.url``.
+- ``spark``: classic PySpark with delta-spark, its jars fetched by ``configure_spark_with_delta_pip``
+  (needs a Maven repository) or already on the cluster's classpath (``delta_jars: cluster``).
+
+Nothing else in carelake builds a session: every runner calls `get_spark`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from carelake.errors import ConfigError, EngineError
+
+__all__ = ["EngineSettings", "get_spark", "stop_spark", "engine_settings", "KINDS"]
+
+log = logging.getLogger(__name__)
+
+KINDS = ("sail", "spark-connect", "spark")
+
+_lock = threading.Lock()
+_session = None
+_server = None
+_settings_in_use: "EngineSettings | None" = None
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    kind: str = "sail"
+    remote: str = "sc://localhost:15002"
+    master: str = "local[2]"
+    delta_jars: str = "pip"
+    conf: dict = field(default_factory=dict)
+
+
+def engine_settings(conf_dir: Path | None = None, env: dict | None = None) -> EngineSettings:
+    """Read ``engine.yaml`` from `conf_dir` (if any), then apply the environment overrides."""
+    env = os.environ if env is None else env
+    data: dict = {}
+    if conf_dir is not None and (Path(conf_dir) / "engine.yaml").exists():
+        data = yaml.safe_load((Path(conf_dir) / "engine.yaml").read_text()) or {}
+    kind = env.get("CARELAKE_ENGINE") or data.get("kind") or "sail"
+    if kind not in KINDS:
+        raise ConfigError(f"engine kind {kind!r} is not one of {', '.join(KINDS)} (conf/engine.yaml or CARELAKE_ENGINE)")
+    return EngineSettings(
+        kind=kind,
+        remote=env.get("CARELAKE_SPARK_REMOTE") or (data.get("spark_connect") or {}).get("url") or "sc://localhost:15002",
+        master=env.get("CARELAKE_SPARK_MASTER") or (data.get("spark") or {}).get("master") or "local[2]",
+        delta_jars=(data.get("spark") or {}).get("delta_jars") or "pip",
+        conf={str(k): str(v) for k, v in (data.get("conf") or {}).items()},
+    )
+
+
+def get_spark(settings: EngineSettings | None = None):
+    """The process's SparkSession, created on first call with `settings` (default: sail)."""
+    global _session, _settings_in_use
+    with _lock:
+        settings = settings or _settings_in_use or EngineSettings()
+        if _session is not None:
+            if settings.kind != _settings_in_use.kind:
+                raise EngineError(f"a {_settings_in_use.kind} session is already running; stop it before asking for {settings.kind}")
+            return _session
+        builder = {"sail": _sail, "spark-connect": _spark_connect, "spark": _classic}[settings.kind]
+        _session = builder(settings)
+        _settings_in_use = settings
+        atexit.register(stop_spark)
+        return _session
+
+
+def stop_spark() -> None:
+    """Stop the session and, for sail, the embedded server. Safe to call twice."""
+    global _session, _server, _settings_in_use
+    with _lock:
+        if _session is not None:
+            try:
+                _session.stop()
+            except Exception:  # a session already gone is not an error at shutdown
+                log.debug("spark session stop failed", exc_info=True)
+        if _server is not None:
+            _server.stop()
+        _session = _server = _settings_in_use = None
+
+
+def _apply_conf(builder, settings: EngineSettings):
+    for key, value in settings.conf.items():
+        builder = builder.config(key, value)
+    return builder
+
+
+def _sail(settings: EngineSettings):
+    global _server
+    from pysail.spark import SparkConnectServer
+    from pyspark.sql import SparkSession
+
+    server = SparkConnectServer(ip="127.0.0.1", port=0)
+    server.start(background=True)
+    _server = server
+    _, port = server.listening_address
+    log.info("embedded Sail engine listening on 127.0.0.1:%s", port)
+    session = _apply_conf(SparkSession.builder.remote(f"sc://127.0.0.1:{port}"), settings).getOrCreate()
+    return session
+
+
+def _spark_connect(settings: EngineSettings):
+    from pyspark.sql import SparkSession
+
+    try:
+        return _apply_conf(SparkSession.builder.remote(settings.remote), settings).getOrCreate()
+    except Exception as exc:
+        raise EngineError(f"cannot reach Spark Connect at {settings.remote}: {exc}") from exc
+
+
+def _classic(settings: EngineSettings):
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.master(settings.master).appName("carelake")
+    builder = builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension").config(
+        "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+    )
+    builder = _apply_conf(builder, settings)
+    if settings.delta_jars == "pip":
+        from delta import configure_spark_with_delta_pip
+
+        builder = configure_spark_with_delta_pip(builder)
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:
+        raise EngineError(f"classic Spark with Delta could not start (master {settings.master}): {exc}") from exc

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from carelake.engine import EngineSettings, engine_settings, get_spark
+from carelake.errors import ConfigError, EngineError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_engine_is_embedded_sail():
+    assert engine_settings(ROOT / "conf", env={}).kind == "sail"
+
+
+def test_environment_overrides_conf():
+    settings = engine_settings(ROOT / "conf", env={"CARELAKE_ENGINE": "spark-connect", "CARELAKE_SPARK_REMOTE": "sc://cluster:15002"})
+    assert (settings.kind, settings.remote) == ("spark-connect", "sc://cluster:15002")
+
+
+def test_unknown_kind_is_a_config_error():
+    with pytest.raises(ConfigError, match="engine kind 'flink' is not one of sail, spark-connect, spark"):
+        engine_settings(None, env={"CARELAKE_ENGINE": "flink"})
+
+
+def test_session_is_shared_and_runs_sql(spark):
+    assert get_spark() is spark
+    assert spark.sql("SELECT 40 + 2 AS x").collect()[0].x == 42
+
+
+def test_asking_for_another_kind_while_running_fails(spark):
+    with pytest.raises(EngineError, match="already running"):
+        get_spark(EngineSettings(kind="spark-connect"))
+
+
+def _delta_jars_available() -> str | None:
+    """Why classic Spark with Delta cannot run here, or None when it can."""
+    import glob
+    import os
+
+    ivy = os.path.expanduser("~/.ivy2*/jars/io.delta_delta-spark_*.jar")
+    if glob.glob(ivy) or os.environ.get("CARELAKE_TEST_CLASSIC_SPARK"):
+        return None
+    return "Delta jars are not in the local Ivy cache and this machine reaches no Maven repository; set CARELAKE_TEST_CLASSIC_SPARK=1 where it does"
+
+
+def test_classic_spark_with_delta_writes_and_reads(tmp_path):
+    reason = _delta_jars_available()
+    if reason:
+        pytest.skip(reason)
+    import subprocess
+    import sys
+
+    # A classic session cannot share the process with the Spark Connect client session; run it apart.
+    code = (
+        "from carelake.engine import get_spark, EngineSettings;"
+        "s = get_spark(EngineSettings(kind='spark'));"
+        f"s.range(3).write.format('delta').save('{tmp_path}/t');"
+        f"print(s.read.format('delta').load('{tmp_path}/t').count())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.stdout.strip().splitlines()[-1] == "3", out.stderr[-2000:]

@@ -1,0 +1,32 @@
+"""Shared fixtures: one embedded Sail session for the whole test run, paths to external data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTDATA = (ROOT.parent / "shared" / "extdata").resolve()
+
+# Great Expectations phones home by default; tests run offline.
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def extdata(*parts: str) -> Path:
+    """Path inside ../shared/extdata, skipping the calling test when it is absent."""
+    path = EXTDATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"external test data not found at {path} (expected ../shared/extdata beside the project)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The process-wide session from carelake.engine (embedded Sail), as the pipeline uses it."""
+    from carelake.engine import get_spark, stop_spark
+
+    session = get_spark()
+    yield session
+    stop_spark()
