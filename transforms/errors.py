@@ -18,6 +18,7 @@ CODES = {
     "UNKNOWN_CODE": "a code has no mapping where the target element requires one",
     "FHIR_INVALID": "the mapped resource does not validate against FHIR R4",
     "TOO_LARGE": "the record exceeds the configured size limit",
+    "MAPPING_BUG": "the mapping failed unexpectedly (a carelake bug); the record waits for a retry after the fix",
 }
 
 

@@ -1,0 +1,155 @@
+"""Load and check a conf/ directory: hospitals and feeds, zones, policy, regions, maps, views.
+
+Everything is checked at load, so a broken conf stops the run before any work with a message that
+names the file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from carelake.engine import EngineSettings, engine_settings
+from carelake.errors import ConfigError
+from transforms.terminology import Terminology
+
+__all__ = ["Feed", "Hospital", "Config", "load_config", "default_conf_dir", "FEED_KINDS", "PROJECT_ROOT"]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+FEED_KINDS = ("hl7v2", "csv", "fhir")
+
+
+@dataclass(frozen=True)
+class Feed:
+    """One delivery channel of a hospital. `path` is a glob (or, for csv, a folder) under landing."""
+
+    hospital: str
+    kind: str
+    path: str
+    mapping: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.hospital}/{self.kind}"
+
+
+@dataclass(frozen=True)
+class Hospital:
+    id: str
+    name: str
+    feeds: tuple[Feed, ...]
+    schedule: str = "@daily"
+    hl7v2: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    conf_dir: Path
+    hospitals: tuple[Hospital, ...]
+    zones: dict[str, str]
+    deid: dict
+    regions: list[dict]
+    terminology: Terminology
+    csv_mappings: dict[str, dict]
+    views: dict[str, dict]
+    engine: EngineSettings
+    expectations_dir: Path
+
+    @property
+    def feeds(self) -> list[Feed]:
+        return [feed for hospital in self.hospitals for feed in hospital.feeds]
+
+    def hospital(self, hospital_id: str) -> Hospital:
+        for hospital in self.hospitals:
+            if hospital.id == hospital_id:
+                return hospital
+        raise ConfigError(f"no hospital {hospital_id!r} in {self.conf_dir / 'hospitals'}; known: {', '.join(h.id for h in self.hospitals)}")
+
+
+def default_conf_dir() -> Path:
+    """$CARELAKE_CONF, else ./conf when it exists, else the conf/ shipped with the project."""
+    if os.environ.get("CARELAKE_CONF"):
+        return Path(os.environ["CARELAKE_CONF"])
+    if Path("conf/lake.yaml").exists():
+        return Path("conf")
+    return PROJECT_ROOT / "conf"
+
+
+def _yaml(path: Path, *, required: bool = True) -> dict:
+    if not path.exists():
+        if required:
+            raise ConfigError(f"{path} is missing")
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+def _hospital(path: Path) -> Hospital:
+    data = _yaml(path)
+    hospital_id = data.get("id")
+    if not hospital_id or not isinstance(hospital_id, str):
+        raise ConfigError(f"{path}: 'id' is required (a short name such as hosp-a)")
+    feeds = []
+    for index, raw in enumerate(data.get("feeds") or []):
+        where = f"{path}: feeds[{index}]"
+        if not isinstance(raw, dict) or raw.get("kind") not in FEED_KINDS:
+            raise ConfigError(f"{where}: 'kind' must be one of {', '.join(FEED_KINDS)}")
+        if not raw.get("path"):
+            raise ConfigError(f"{where}: 'path' is required (a glob under the landing zone)")
+        if raw["kind"] == "csv" and not raw.get("mapping"):
+            raise ConfigError(f"{where}: a csv feed needs 'mapping' (a file name in conf/csv_mappings/)")
+        feeds.append(Feed(hospital_id, raw["kind"], raw["path"], raw.get("mapping")))
+    if not feeds:
+        raise ConfigError(f"{path}: 'feeds' is empty; a hospital needs at least one feed")
+    return Hospital(hospital_id, data.get("name", hospital_id), tuple(feeds), data.get("schedule", "@daily"), data.get("hl7v2") or {})
+
+
+def load_config(conf_dir: Path | str | None = None) -> Config:
+    """Read every file of `conf_dir` and check that they fit together."""
+    conf_dir = Path(conf_dir) if conf_dir else default_conf_dir()
+    if not conf_dir.is_dir():
+        raise ConfigError(f"configuration folder {conf_dir} does not exist")
+    hospitals = tuple(_hospital(p) for p in sorted((conf_dir / "hospitals").glob("*.yaml")))
+    ids = [h.id for h in hospitals]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{conf_dir / 'hospitals'}: hospital ids must be unique, found {ids}")
+    mappings = {p.stem: _yaml(p) for p in sorted((conf_dir / "csv_mappings").glob("*.yaml"))}
+    for feed in (f for h in hospitals for f in h.feeds):
+        if feed.mapping and feed.mapping not in mappings:
+            raise ConfigError(f"hospital {feed.hospital}: csv mapping {feed.mapping!r} not found in {conf_dir / 'csv_mappings'}")
+    views = {}
+    for path in sorted((conf_dir / "views").glob("*.json")):
+        try:
+            views[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    lake = _yaml(conf_dir / "lake.yaml")
+    zones = {"landing": "landing", "phi": "phi", "curated": "curated", "reports": "reports", **(lake.get("zones") or {})}
+    try:
+        terminology = Terminology.from_csv_files(sorted((conf_dir / "terminology").glob("*.csv")))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    expectations = lake.get("expectations")
+    return Config(
+        conf_dir=conf_dir,
+        hospitals=hospitals,
+        zones=zones,
+        deid=_yaml(conf_dir / "deid.yaml"),
+        regions=(_yaml(conf_dir / "regions.yaml", required=False).get("regions") or []),
+        terminology=terminology,
+        csv_mappings=mappings,
+        views=views,
+        engine=engine_settings(conf_dir),
+        expectations_dir=(conf_dir / expectations) if expectations else PROJECT_ROOT / "expectations",
+    )

@@ -1,0 +1,120 @@
+"""normalize: bronze records -> FHIR R4 resources, or a quarantine verdict per record.
+
+Input columns: the bronze columns (`transforms.ingest.BRONZE_COLUMNS`).
+Output columns (`NORMALIZED_COLUMNS`), one row per resource of a normalized record, or one row for a
+quarantined record:
+    record_id, hospital, feed, source, position, received_at,
+    outcome (normalized | quarantined), error_code, reason (no PHI: names fields, never values),
+    resource_type, id, patient_id (the Patient the resource belongs to), national_id (Patients only,
+    for person linkage), resource (FHIR JSON)
+
+A record is normalized whole or quarantined whole: if one of its resources fails FHIR validation, none
+of them reaches silver, so ``bronze = normalized + quarantined`` holds record by record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from transforms.arrow import map_rows
+from transforms.errors import RecordError
+from transforms.fhir_validate import validate
+from transforms.systems import NATIONAL_ID_SYSTEM
+from transforms.terminology import Terminology
+
+__all__ = ["NORMALIZED_COLUMNS", "Mapping", "normalize_records", "normalize_record", "RESOURCE_TABLES"]
+
+NORMALIZED_COLUMNS = [
+    ("record_id", "string"), ("hospital", "string"), ("feed", "string"), ("source", "string"),
+    ("position", "long"), ("received_at", "string"), ("outcome", "string"), ("error_code", "string"),
+    ("reason", "string"), ("resource_type", "string"), ("id", "string"), ("patient_id", "string"),
+    ("national_id", "string"), ("resource", "string"),
+]
+
+#: silver table of each resource type the pipeline keeps
+RESOURCE_TABLES = {
+    "Patient": "patient", "Encounter": "encounter", "Observation": "observation", "Condition": "condition",
+    "DiagnosticReport": "diagnostic_report", "Procedure": "procedure", "AllergyIntolerance": "allergy_intolerance",
+    "Immunization": "immunization", "MedicationRequest": "medication_request", "Coverage": "coverage",
+    "RelatedPerson": "related_person", "Specimen": "specimen", "ServiceRequest": "service_request",
+}
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """What the mappers need besides the record: terminology, csv layouts, per-hospital overrides."""
+
+    terminology: Terminology = field(default_factory=Terminology)
+    csv_mappings: dict = field(default_factory=dict)  # hospital -> csv mapping (conf/csv_mappings/*.yaml)
+    hl7v2_overrides: dict = field(default_factory=dict)  # hospital -> overrides
+
+
+def _resources(row: dict, mapping: Mapping) -> list[dict]:
+    feed, hospital, payload = row["feed"], row["hospital"], row["payload"]
+    if feed == "hl7v2":
+        from transforms.hl7v2 import message_to_resources
+
+        return message_to_resources(payload, hospital=hospital, terminology=mapping.terminology,
+                                    overrides=mapping.hl7v2_overrides.get(hospital))
+    if feed == "csv":
+        from transforms.csv_feed import csv_row_to_resources
+
+        record = json.loads(payload)
+        return csv_row_to_resources(record["entity"], record["row"], hospital=hospital,
+                                    mapping=mapping.csv_mappings.get(hospital) or {}, terminology=mapping.terminology)
+    if feed == "fhir":
+        from transforms.fhir_feed import fhir_json_to_resources
+
+        return fhir_json_to_resources(payload, hospital=hospital, terminology=mapping.terminology)
+    raise RecordError("UNSUPPORTED", f"feed kind {feed!r} has no mapping")
+
+
+def _patient_id(resource: dict) -> str | None:
+    if resource.get("resourceType") == "Patient":
+        return resource.get("id")
+    for element in ("subject", "patient"):
+        reference = (resource.get(element) or {}).get("reference") or ""
+        if reference.startswith("Patient/"):
+            return reference.split("/", 1)[1]
+    return None
+
+
+def _national_id(resource: dict) -> str | None:
+    if resource.get("resourceType") != "Patient":
+        return None
+    for identifier in resource.get("identifier") or []:
+        if identifier.get("system") == NATIONAL_ID_SYSTEM and identifier.get("value"):
+            return identifier["value"]
+    return None
+
+
+def normalize_record(row: dict, mapping: Mapping) -> Iterator[dict]:
+    """One bronze row -> its output rows (see the module docstring). Never raises."""
+    base = {key: row[key] for key in ("record_id", "hospital", "feed", "source", "position", "received_at")}
+    try:
+        resources = _resources(row, mapping)
+        if not resources:
+            raise RecordError("UNSUPPORTED", f"{row['format']} record maps to no resource")
+        for resource in resources:
+            validate(resource)
+            if resource.get("resourceType") not in RESOURCE_TABLES:
+                raise RecordError("UNSUPPORTED", f"resource type {resource.get('resourceType')} has no silver table")
+    except RecordError as exc:
+        yield {**base, "outcome": "quarantined", "error_code": exc.code, "reason": exc.reason}
+        return
+    except Exception as exc:  # a mapper bug must not take the run down; the record waits for a retry
+        yield {**base, "outcome": "quarantined", "error_code": "MAPPING_BUG", "reason": f"{type(exc).__name__} in the {row['feed']} mapping"}
+        return
+    for resource in resources:
+        yield {
+            **base, "outcome": "normalized", "resource_type": resource["resourceType"], "id": resource["id"],
+            "patient_id": _patient_id(resource), "national_id": _national_id(resource),
+            "resource": json.dumps(resource, ensure_ascii=False, sort_keys=True, separators=(",", ":")),
+        }
+
+
+def normalize_records(bronze, mapping: Mapping):
+    """DataFrame of bronze records -> DataFrame of `NORMALIZED_COLUMNS`."""
+    return map_rows(bronze, lambda row: normalize_record(row, mapping), NORMALIZED_COLUMNS)
