@@ -175,10 +175,11 @@ def _table_name(zone: str, parts: tuple[str, ...]) -> str:
 
 
 def _row_count(table) -> int:
-    actions = table.get_add_actions(flatten=True)
-    counts = actions.column("num_records") if "num_records" in actions.schema.names else None
-    if counts is None:
-        return len(table.to_pyarrow_dataset().to_table(columns=[]))
+    """Rows from the file statistics in the Delta log; scans only when a writer left no statistics."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    return int(sum(v or 0 for v in pa.array(counts).to_pylist()))
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if "num_records" in actions.column_names and actions.column("num_records").null_count == 0:
+        return int(pc.sum(actions.column("num_records")).as_py() or 0)
+    return table.to_pyarrow_dataset().count_rows()

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from carelake.errors import ConfigError
+from carelake.lake import Lake
+
+ZONES = {"landing": "landing", "phi": "phi", "curated": "curated", "reports": "reports"}
+
+
+@pytest.fixture
+def lake(tmp_path):
+    return Lake(tmp_path, dict(ZONES))
+
+
+def test_layers_map_to_zones(lake, tmp_path):
+    assert lake.path("silver.patient") == tmp_path / "phi" / "silver" / "patient"
+    assert lake.path("gold.patient") == tmp_path / "curated" / "gold" / "patient"
+    assert lake.path("phi.quarantine") == tmp_path / "phi" / "quarantine"
+    assert lake.zone_of("marts.x") == "curated"
+    with pytest.raises(ValueError, match="must be <layer>.<name>"):
+        lake.path("platinum.x")
+
+
+def test_curated_table_cannot_land_in_phi_zone(tmp_path):
+    nested = Lake(tmp_path, {**ZONES, "curated": "phi/curated"})
+    with pytest.raises(ConfigError, match="inside the phi zone"):
+        nested.path("gold.patient")
+
+
+def test_merge_is_idempotent_and_rewrites_only_changes(spark, lake):
+    first = spark.createDataFrame([("a", "1"), ("b", "2")], "id string, v string")
+    lake.merge(spark, first, "silver.t", keys=["id"])
+    lake.merge(spark, first, "silver.t", keys=["id"])
+    assert sorted(tuple(r) for r in lake.read(spark, "silver.t").collect()) == [("a", "1"), ("b", "2")]
+    lake.merge(spark, spark.createDataFrame([("b", "3"), ("c", "4")], "id string, v string"), "silver.t", keys=["id"])
+    assert sorted(tuple(r) for r in lake.read(spark, "silver.t").collect()) == [("a", "1"), ("b", "3"), ("c", "4")]
+    # time travel: the first version is still there
+    assert lake.read(spark, "silver.t", version=0).count() == 2
+
+
+def test_merge_delete_and_insert_conditions(spark, lake):
+    lake.merge(spark, spark.createDataFrame([("a", "bad")], "id string, code string"), "phi.q", keys=["id"])
+    source = spark.createDataFrame([("a", None), ("b", "bad"), ("c", None)], "id string, code string")
+    lake.merge(spark, source, "phi.q", keys=["id"], delete_when="s.code IS NULL", insert_when="s.code IS NOT NULL")
+    assert [tuple(r) for r in lake.read(spark, "phi.q").collect()] == [("b", "bad")]
+
+
+def test_overwrite_partition_only(spark, lake):
+    df = spark.createDataFrame([("x", 1), ("y", 2)], "p string, n int")
+    lake.overwrite(df, "gold.t", partition_by=["p"])
+    lake.overwrite(spark.createDataFrame([("x", 9)], "p string, n int"), "gold.t", partition_by=["p"], replace_where="p = 'x'")
+    assert sorted((r.p, r.n) for r in lake.read(spark, "gold.t").collect()) == [("x", 9), ("y", 2)]
+
+
+def test_tables_lists_zone_path_and_rows(spark, lake):
+    lake.overwrite(spark.createDataFrame([(1,), (2,), (3,)], "n int"), "gold.three")
+    lake.overwrite(spark.createDataFrame([(1,)], "n int"), "silver.one")
+    lake.overwrite(spark.createDataFrame([(1,)], "n int"), "staging.hidden")
+    found = {t.name: t for t in lake.tables()}
+    assert set(found) == {"gold.three", "silver.one"}
+    assert (found["gold.three"].zone, found["gold.three"].rows) == ("curated", 3)
+    assert DeltaTable(found["silver.one"].path).to_pyarrow_table().num_rows == found["silver.one"].rows == 1
