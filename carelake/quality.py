@@ -1,0 +1,469 @@
+"""The quality stage's runner: Great Expectations suites from ``expectations/`` on silver and gold tables.
+
+Each table ``<layer>.<table>`` has one suite, ``expectations/<layer>.<table>.json``, in Great
+Expectations 1.x ``ExpectationSuite`` JSON. Every expectation carries ``meta.severity``:
+
+- ``critical``: a failure stops publication of this run's curated tables (`QualityReport.raise_if_critical`);
+- ``warning``: reported, publication goes on.
+
+`validate_tables` runs each suite through a GE checkpoint in a file context rooted at
+``reports/gx/``; the checkpoint's `UpdateDataDocsAction` renders Data Docs into ``reports/data_docs/``
+(one page per table and run, listed on ``index.html``). A carelake summary per table goes to
+``reports/validation/<run_id>/<table>.json``.
+
+PHI: silver holds identified records, so no field value may reach a report. GE is asked to
+``exclude_unexpected_values`` (no unexpected values in results, stored results or Data Docs) and to
+return only the ``id_column`` of failing rows; carelake's JSON holds only `ExpectationOutcome` fields
+(counts and ids). What still reaches GE's own stores under ``reports/gx/``: the ids of up to 5 failing
+rows per expectation, and the ``observed_value`` of aggregate expectations (row counts, column sets; a
+min/max/mean expectation would expose a value, so suites on phi tables should not use them).
+
+Great Expectations is imported on first use, not at import, so DAG files can import this module cheaply.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from carelake.errors import ConfigError, QualityGateError
+
+if TYPE_CHECKING:
+    from great_expectations.core.expectation_suite import ExpectationSuite
+    from pyspark.sql import DataFrame
+
+__all__ = [
+    "SEVERITIES",
+    "CRITICAL",
+    "WARNING",
+    "SAMPLE_IDS",
+    "ExpectationOutcome",
+    "QualityReport",
+    "load_suite",
+    "suites_for",
+    "validate_tables",
+    "load_report",
+]
+
+log = logging.getLogger(__name__)
+
+CRITICAL = "critical"
+WARNING = "warning"
+SEVERITIES = (CRITICAL, WARNING)
+SAMPLE_IDS = 5
+"""How many ids of failing rows an outcome keeps: enough to start an investigation, no more."""
+
+_SITE = "carelake"
+_DATASOURCE = "carelake"
+_BATCH = "whole_dataframe"
+# Table names become file names under reports/: keep them to <layer>.<table>, nothing that climbs out.
+_TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]*$")
+
+
+# --- suites ---------------------------------------------------------------------------------------
+
+
+def _gx():
+    # GE reads GX_ANALYTICS_ENABLED when a context starts; carelake runs offline, so default it off.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    return gx
+
+
+def load_suite(path: Path | str) -> ExpectationSuite:
+    """Load one suite file with GE's own deserialisation, after checking what GE lets slip.
+
+    Raises `ConfigError` naming the file (and the expectation's index) when the JSON is malformed, the
+    suite's ``name`` differs from the file name, an expectation type is unknown, its kwargs are invalid,
+    or ``meta.severity`` is missing or not one of `SEVERITIES`.
+    """
+    _gx()
+    from great_expectations.core.expectation_suite import ExpectationSuite, ExpectationSuiteSchema
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: expectation suite file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("expectations"), list):
+        raise ConfigError(f"{path}: expected a JSON object with 'name' and an 'expectations' list")
+    expected_name = path.name.removesuffix(".json")
+    if data.get("name") != expected_name:
+        # GE keys results and Data Docs by suite name: a copied file with a stale name would file one
+        # table's results under another's.
+        raise ConfigError(f"{path}: suite name {data.get('name')!r} must match the file name, {expected_name!r}")
+    if not data["expectations"]:
+        raise ConfigError(f"{path}: the suite has no expectations; every table needs at least one")
+
+    for index, raw in enumerate(data["expectations"]):
+        where = f"{path}: expectation #{index}"
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+            raise ConfigError(f"{where}: expected an object with a 'type' (e.g. \"expect_column_values_to_not_be_null\")")
+        where += f" ({raw['type']})"
+        severity = (raw.get("meta") or {}).get("severity")
+        if severity not in SEVERITIES:
+            found = "is missing" if severity is None else f"is {severity!r}"
+            raise ConfigError(f"{where}: meta.severity {found}; set it to \"critical\" or \"warning\"")
+        if raw.get("severity") not in (None, severity):
+            raise ConfigError(f"{where}: 'severity' {raw['severity']!r} contradicts meta.severity {severity!r}; keep meta.severity only")
+        # GE 1.x has its own severity field (default critical); mirror ours so GE's renderings agree.
+        raw["severity"] = severity
+        try:
+            ExpectationConfiguration(**raw).to_domain_obj()
+        except Exception as exc:  # unknown type, bad kwargs: GE raises several unrelated classes
+            raise ConfigError(f"{where}: {_first_line(exc)}") from exc
+
+    try:
+        loaded = ExpectationSuiteSchema().load(data)
+        suite = ExpectationSuite(**loaded)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not a Great Expectations suite: {_first_line(exc)}") from exc
+    # ExpectationSuite logs and drops an expectation it cannot build instead of raising.
+    if len(suite.expectations) != len(data["expectations"]):
+        raise ConfigError(f"{path}: Great Expectations dropped {len(data['expectations']) - len(suite.expectations)} expectation(s) while loading; see the log")
+    return suite
+
+
+def suites_for(tables: Iterable[str], suites_dir: Path | str) -> dict[str, ExpectationSuite]:
+    """The suite of each table, loaded from ``suites_dir/<table>.json``; every table must have one."""
+    suites_dir = Path(suites_dir)
+    tables = list(tables)
+    bad = [t for t in tables if not _TABLE_NAME.match(t)]
+    if bad:
+        raise ConfigError(f"table names must look like <layer>.<table> (lower case): {', '.join(map(repr, bad))}")
+    missing = [t for t in tables if not (suites_dir / f"{t}.json").is_file()]
+    if missing:
+        files = ", ".join(str(suites_dir / f"{t}.json") for t in missing)
+        raise ConfigError(f"no expectation suite for {', '.join(missing)}: expected {files}; every table needs one")
+    return {t: load_suite(suites_dir / f"{t}.json") for t in tables}
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    """One expectation's result on one table: counts and failing-row ids, never field values."""
+
+    table: str
+    expectation: str
+    column: str | None
+    severity: str
+    success: bool
+    unexpected_count: int | None = None
+    element_count: int | None = None
+    sample_ids: tuple[str, ...] = ()
+    notes: str | None = None
+    error: str | None = None
+    """GE's exception when the expectation could not be evaluated (e.g. a missing column)."""
+
+    def describe(self) -> str:
+        """``gold.patient expect_column_values_to_be_null(national_id): 12 of 40 rows (sample ids: ...)``."""
+        head = f"{self.table} {self.expectation}" + (f"({self.column})" if self.column else "")
+        if self.error:
+            return f"{head}: could not be evaluated: {self.error}"
+        if self.unexpected_count is None:
+            return f"{head}: {'passed' if self.success else 'failed'}"
+        text = f"{head}: {self.unexpected_count} of {self.element_count} rows"
+        if self.sample_ids:
+            text += f" (sample ids: {', '.join(self.sample_ids)})"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "expectation": self.expectation,
+            "column": self.column,
+            "severity": self.severity,
+            "success": self.success,
+            "unexpected_count": self.unexpected_count,
+            "element_count": self.element_count,
+            "sample_ids": list(self.sample_ids),
+            "notes": self.notes,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExpectationOutcome:
+        return cls(**{**data, "sample_ids": tuple(data.get("sample_ids") or ())})
+
+
+@dataclass
+class QualityReport:
+    """The outcome of one validation run over some tables."""
+
+    run_id: str
+    results: list[ExpectationOutcome] = field(default_factory=list)
+    data_docs_index: Path | None = None
+
+    @property
+    def critical_failures(self) -> list[ExpectationOutcome]:
+        return [r for r in self.results if not r.success and r.severity == CRITICAL]
+
+    @property
+    def warnings(self) -> list[ExpectationOutcome]:
+        """Failed expectations of severity warning."""
+        return [r for r in self.results if not r.success and r.severity == WARNING]
+
+    @property
+    def verdict(self) -> str:
+        """``fail`` on any critical failure, else ``warn`` on any failed warning, else ``pass``."""
+        if self.critical_failures:
+            return "fail"
+        return "warn" if self.warnings else "pass"
+
+    @property
+    def tables(self) -> list[str]:
+        return list(dict.fromkeys(r.table for r in self.results))
+
+    def raise_if_critical(self) -> None:
+        """Raise `QualityGateError` naming every failed critical expectation, if there is one."""
+        failures = self.critical_failures
+        if not failures:
+            return
+        what = "critical expectation failed" if len(failures) == 1 else f"{len(failures)} critical expectations failed"
+        raise QualityGateError(
+            f"{what}: {'; '.join(f.describe() for f in failures)} — this run's curated tables were not published"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "verdict": self.verdict,
+            "critical_failures": len(self.critical_failures),
+            "warnings": len(self.warnings),
+            "data_docs_index": str(self.data_docs_index) if self.data_docs_index else None,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+def load_report(reports_dir: Path | str, run_id: str) -> QualityReport:
+    """Read back a run's report from ``reports_dir/validation/<run_id>/`` (for `carelake quality`)."""
+    reports_dir = Path(reports_dir)
+    run_dir = reports_dir / "validation" / _check_run_id(run_id)
+    if not run_dir.is_dir():
+        raise ConfigError(f"no validation results for run {run_id!r} under {run_dir.parent}")
+    results: list[ExpectationOutcome] = []
+    for path in sorted(run_dir.glob("*.json")):
+        results += [ExpectationOutcome.from_dict(r) for r in json.loads(path.read_text(encoding="utf-8"))["results"]]
+    index = reports_dir / "data_docs" / "index.html"
+    return QualityReport(run_id=run_id, results=results, data_docs_index=index if index.exists() else None)
+
+
+# --- running --------------------------------------------------------------------------------------
+
+
+def validate_tables(
+    tables: Mapping[str, DataFrame],
+    *,
+    suites_dir: Path | str,
+    reports_dir: Path | str,
+    run_id: str,
+    id_column: str = "id",
+) -> QualityReport:
+    """Run each table's suite on its DataFrame; write JSON results and Data Docs under `reports_dir`.
+
+    Every suite is loaded before any table is validated, so a broken suite stops the run at once.
+    Re-running a `run_id` replaces that run's results for these tables (JSON and Data Docs); other
+    run ids accumulate in Data Docs. Does not raise on failed expectations: call
+    `QualityReport.raise_if_critical` on the result. Not safe for two processes on one `reports_dir`.
+    """
+    from carelake.engine import get_spark
+
+    _check_run_id(run_id)
+    suites = suites_for(tables, suites_dir)
+    # GE's Spark datasource takes whatever session is active and starts a local JVM one if there is
+    # none; make sure it finds carelake's.
+    get_spark()
+    reports_dir = Path(reports_dir).resolve()
+    context = _context(reports_dir)
+    run_dir = reports_dir / "validation" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    results: list[ExpectationOutcome] = []
+    for table, df in tables.items():
+        outcomes, ge_summary = _validate_one(context, table, df, suites[table], run_id=run_id, id_column=id_column)
+        results += outcomes
+        _write_json(run_dir / f"{table}.json", {
+            "run_id": run_id,
+            "table": table,
+            "suite": table,
+            "success": all(o.success for o in outcomes),
+            "statistics": ge_summary,
+            "results": [o.to_dict() for o in outcomes],
+        })
+        log.info("validated %s: %d expectations, %d failed", table, len(outcomes), sum(not o.success for o in outcomes))
+    return QualityReport(run_id=run_id, results=results, data_docs_index=reports_dir / "data_docs" / "index.html")
+
+
+def _context(reports_dir: Path):
+    """The GE file context at ``reports_dir/gx``, set up once: our Data Docs site, no progress bars."""
+    gx = _gx()
+    context = gx.get_context(mode="file", project_root_dir=str(reports_dir))
+    changed = False
+    # carelake shows its own progress; GE's tqdm "Calculating Metrics" bars would interleave with it.
+    # Validator reads metric_calculations over globally, so both are set.
+    if dict(context.variables.progress_bars or {}) != {"globally": False, "metric_calculations": False}:
+        context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+        changed = True
+    if context.variables.analytics_enabled is not False:
+        context.variables.analytics_enabled = False
+        changed = True
+    if changed:
+        context.variables.save()
+    sites = context.variables.data_docs_sites or {}
+    if "local_site" in sites:
+        # GE's default site under gx/uncommitted would be a second, stale copy of the docs.
+        context.delete_data_docs_site("local_site")
+    site = {
+        "class_name": "SiteBuilder",
+        "show_how_to_buttons": False,
+        # Relative to gx/, so a reports directory can be moved or mounted elsewhere.
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": "../data_docs/"},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+    if _SITE not in sites:
+        context.add_data_docs_site(_SITE, site)
+    elif dict(sites[_SITE]) != site:
+        context.update_data_docs_site(_SITE, site)
+    return context
+
+
+def _result_format(df: DataFrame, id_column: str) -> dict[str, Any]:
+    result_format: dict[str, Any] = {
+        "result_format": "SUMMARY",
+        "partial_unexpected_count": SAMPLE_IDS,
+        # No field value in results, GE's stores or Data Docs: values of failing rows may be PHI.
+        "exclude_unexpected_values": True,
+        # The query embeds the expectation's condition, not data, but it is noise for quality officers.
+        "return_unexpected_index_query": False,
+    }
+    # GE fails every row-level expectation if an index column is missing, so only ask when it exists.
+    if id_column in df.columns:
+        result_format["unexpected_index_column_names"] = [id_column]
+    return result_format
+
+
+def _validate_one(context, table: str, df: DataFrame, suite, *, run_id: str, id_column: str):
+    gx = _gx()
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    datasource = _get_or_add(lambda: context.data_sources.get(_DATASOURCE), lambda: context.data_sources.add_spark(name=_DATASOURCE))
+    asset = _get_or_add(lambda: datasource.get_asset(table), lambda: datasource.add_dataframe_asset(name=table))
+    batch = _get_or_add(lambda: asset.get_batch_definition(_BATCH), lambda: asset.add_batch_definition_whole_dataframe(_BATCH))
+    suite = context.suites.add_or_update(suite)
+    definition = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=table, data=batch, suite=suite))
+    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+        name=table,
+        validation_definitions=[definition],
+        actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[_SITE])],
+        result_format=_result_format(df, id_column),
+    ))
+    _forget_run(context, suite_name=table, run_id=run_id)
+    run = RunIdentifier(run_name=run_id, run_time=dt.datetime.now(dt.timezone.utc))
+    result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=run)
+    (suite_result,) = result.run_results.values()
+    # GE groups results by metric domain; reports read better in the suite file's order.
+    order = {e.id: i for i, e in enumerate(suite.expectations)}
+    ordered = sorted(suite_result.results, key=lambda r: order.get(r.expectation_config.id, len(order)))
+    outcomes = [_outcome(table, r, id_column) for r in ordered]
+    return outcomes, dict(suite_result.statistics)
+
+
+def _get_or_add(get, add):
+    # Data source, asset and batch definition persist in gx/great_expectations.yml across runs.
+    try:
+        return get()
+    except LookupError:  # GE's not-found for all three (KeyError, LookupError)
+        return add()
+
+
+def _forget_run(context, *, suite_name: str, run_id: str) -> None:
+    """Drop earlier results of this suite under this run id, so a rerun replaces rather than adds.
+
+    The Data Docs index builder then removes the orphaned HTML pages itself (skip_and_clean_missing).
+    """
+    store = context.validation_results_store
+    for key in store.list_keys():
+        if key.expectation_suite_identifier.name == suite_name and key.run_id.run_name == run_id:
+            store.remove_key(key)
+
+
+def _outcome(table: str, result, id_column: str) -> ExpectationOutcome:
+    config = result.expectation_config
+    kwargs = config.kwargs or {}
+    meta = config.meta or {}
+    stats = result.result or {}
+    column = kwargs.get("column")
+    if column is None and kwargs.get("column_list"):
+        column = ", ".join(kwargs["column_list"])
+    elif column is None and "column_A" in kwargs:
+        column = f"{kwargs['column_A']}, {kwargs['column_B']}"
+    error = None
+    info = result.exception_info or {}
+    if info.get("raised_exception"):
+        error = _first_line(info.get("exception_message") or "exception")
+    return ExpectationOutcome(
+        table=table,
+        expectation=config.type,
+        column=column,
+        severity=meta.get("severity", CRITICAL),
+        success=bool(result.success),
+        unexpected_count=stats.get("unexpected_count"),
+        element_count=stats.get("element_count"),
+        sample_ids=_sample_ids(stats, id_column) if not result.success else (),
+        notes=meta.get("notes"),
+        error=error,
+    )
+
+
+def _sample_ids(stats: Mapping[str, Any], id_column: str) -> tuple[str, ...]:
+    """Ids of failing rows from GE's ``partial_unexpected_index_list``, and nothing else from it.
+
+    With ``exclude_unexpected_values`` GE returns ``[{id_column: [ids...]}]``; without it, one dict per
+    row that also holds the failing value. Only `id_column` is read, whichever shape comes back.
+    """
+    ids: list[str] = []
+    for entry in stats.get("partial_unexpected_index_list") or ():
+        if not isinstance(entry, Mapping):
+            continue
+        value = entry.get(id_column)
+        for item in value if isinstance(value, list) else [value]:
+            # A null id (e.g. the failure of "id is not null") identifies nothing.
+            if item is not None and str(item) not in ids:
+                ids.append(str(item))
+    return tuple(ids[:SAMPLE_IDS])
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise ConfigError(f"run id {run_id!r} must be letters, digits and . _ : + - (it names a directory under reports/)")
+    return run_id
+
+
+def _write_json(path: Path, data: Any) -> None:
+    # Write then rename: a reader (CLI, Airflow sensor) never sees half a file.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _first_line(exc: BaseException | str) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

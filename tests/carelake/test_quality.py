@@ -1,0 +1,177 @@
+"""The quality runner on small silver DataFrames: verdicts, the gate, Data Docs, suite loading, no PHI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from carelake.errors import ConfigError, QualityGateError
+from carelake.quality import QualityReport, load_report, load_suite, suites_for, validate_tables
+from transforms.ids import record_id, resource_id
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITES = ROOT / "expectations"
+SILVER = ("silver.patient", "silver.encounter", "silver.observation", "silver.condition")
+SCHEMA = "id string, hospital string, feed string, record_id string, patient_id string, person_key string, resource string"
+# A value that stands for PHI: it must never reach a report, a GE store or Data Docs.
+PHI = "Zyxwvut-Secret-Surname"
+
+
+def silver_rows(resource_type: str, n: int = 4) -> list[dict]:
+    rows = []
+    for i in range(n):
+        patient = resource_id("h1", "Patient", f"mrn{i}")
+        rid = patient if resource_type == "Patient" else resource_id("h1", resource_type, f"local{i}")
+        resource = {"resourceType": resource_type, "id": rid, "name": [{"family": PHI}]}
+        rows.append({
+            "id": rid,
+            "hospital": "h1",
+            "feed": ("hl7v2", "csv", "fhir")[i % 3],
+            "record_id": record_id("h1", "csv", f"payload {resource_type} {i}"),
+            "patient_id": patient,
+            "person_key": f"pk{i}",
+            "resource": json.dumps(resource),
+        })
+    return rows
+
+
+def frame(spark, rows: list[dict]):
+    return spark.createDataFrame([tuple(r.values()) for r in rows], SCHEMA)
+
+
+def run(spark, tmp_path: Path, tables: dict[str, list[dict]], run_id: str = "run-1") -> QualityReport:
+    return validate_tables(
+        {name: frame(spark, rows) for name, rows in tables.items()},
+        suites_dir=SUITES,
+        reports_dir=tmp_path / "reports",
+        run_id=run_id,
+    )
+
+
+def test_every_silver_suite_loads_and_every_expectation_has_a_severity():
+    suites = suites_for(SILVER, SUITES)
+    assert set(suites) == set(SILVER)
+    for suite in suites.values():
+        assert suite.expectations
+        assert {e.meta["severity"] for e in suite.expectations} <= {"critical", "warning"}
+
+
+def test_clean_tables_pass(spark, tmp_path):
+    report = run(spark, tmp_path, {"silver.patient": silver_rows("Patient"), "silver.observation": silver_rows("Observation")})
+    assert report.verdict == "pass", [r.describe() for r in report.results if not r.success]
+    assert report.tables == ["silver.patient", "silver.observation"]
+    report.raise_if_critical()
+    written = json.loads((tmp_path / "reports/validation/run-1/silver.patient.json").read_text())
+    assert written["success"] is True and written["results"][0]["expectation"] == "expect_table_columns_to_match_set"
+
+
+def test_null_id_fails_the_gate_with_a_message_naming_table_and_expectation(spark, tmp_path):
+    rows = silver_rows("Encounter")
+    rows[1]["id"] = None
+    report = run(spark, tmp_path, {"silver.encounter": rows})
+    assert report.verdict == "fail"
+    assert [(f.table, f.expectation, f.column) for f in report.critical_failures] == [
+        ("silver.encounter", "expect_column_values_to_not_be_null", "id"),
+    ]
+    with pytest.raises(QualityGateError) as caught:
+        report.raise_if_critical()
+    assert str(caught.value) == (
+        "critical expectation failed: silver.encounter expect_column_values_to_not_be_null(id): 1 of 4 rows"
+        " — this run's curated tables were not published"
+    )
+
+
+def test_failed_warning_gives_warn_without_raising(spark, tmp_path):
+    rows = silver_rows("Condition")
+    rows[2]["person_key"] = None
+    report = run(spark, tmp_path, {"silver.condition": rows})
+    assert report.verdict == "warn"
+    report.raise_if_critical()
+    (warning,) = report.warnings
+    assert (warning.column, warning.unexpected_count, warning.element_count) == ("person_key", 1, 4)
+    assert warning.sample_ids == (rows[2]["id"],)
+    assert report.to_dict()["verdict"] == "warn"
+
+
+def test_sample_ids_hold_ids_only_and_no_value_reaches_the_reports(spark, tmp_path):
+    rows = silver_rows("Patient", n=8)
+    for row in rows:  # every resource fails the shape check; its JSON holds the stand-in PHI
+        row["resource"] = json.dumps({"resourceType": "Person", "name": PHI})
+    report = run(spark, tmp_path, {"silver.patient": rows})
+    (failure,) = report.critical_failures
+    assert failure.expectation == "expect_column_values_to_match_regex" and failure.column == "resource"
+    assert failure.unexpected_count == 8
+    assert len(failure.sample_ids) == 5
+    assert set(failure.sample_ids) <= {r["id"] for r in rows}
+    for path in (tmp_path / "reports").rglob("*"):
+        if path.is_file() and path.suffix in {".json", ".html", ".yml"}:
+            assert PHI not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+def test_data_docs_list_each_run_once_and_reruns_replace(spark, tmp_path):
+    tables = {"silver.patient": silver_rows("Patient")}
+    run(spark, tmp_path, tables, run_id="run-1")
+    run(spark, tmp_path, tables, run_id="run-2")
+    report = run(spark, tmp_path, tables, run_id="run-1")
+    index = report.data_docs_index
+    assert index == tmp_path / "reports/data_docs/index.html" and index.is_file()
+    html = index.read_text()
+    assert "run-1/" in html and "run-2/" in html
+    pages = sorted(p.relative_to(index.parent).parts[3] for p in (index.parent / "validations").rglob("*.html"))
+    assert pages == ["run-1", "run-2"]
+    assert len(list((tmp_path / "reports/gx/uncommitted/validations").rglob("*.json"))) == 2
+    again = load_report(tmp_path / "reports", "run-1")
+    assert again.verdict == "pass" and len(again.results) == len(report.results)
+
+
+def write_suite(tmp_path: Path, name: str, expectations: list[dict]) -> Path:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"name": name, "expectations": expectations}))
+    return path
+
+
+def test_expectation_without_severity_fails_to_load_naming_file_and_index(tmp_path):
+    path = write_suite(tmp_path, "silver.patient", [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "id"}, "meta": {"severity": "critical"}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "hospital"}, "meta": {"notes": "no severity"}},
+    ])
+    with pytest.raises(ConfigError) as caught:
+        load_suite(path)
+    assert str(caught.value) == (
+        f"{path}: expectation #1 (expect_column_values_to_not_be_null): meta.severity is missing;"
+        ' set it to "critical" or "warning"'
+    )
+
+
+def test_unknown_expectation_type_fails_to_load_naming_file_and_index(tmp_path):
+    path = write_suite(tmp_path, "silver.patient", [
+        {"type": "expect_column_values_to_be_shiny", "kwargs": {"column": "id"}, "meta": {"severity": "warning"}},
+    ])
+    with pytest.raises(ConfigError, match=r"silver\.patient\.json: expectation #0 \(expect_column_values_to_be_shiny\): "):
+        load_suite(path)
+
+
+def test_suite_name_must_match_its_file(tmp_path):
+    path = write_suite(tmp_path, "silver.patient", [])
+    path.write_text(json.dumps({"name": "silver.encounter", "expectations": []}))
+    with pytest.raises(ConfigError, match="must match the file name, 'silver.patient'"):
+        load_suite(path)
+
+
+def test_a_table_without_a_suite_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"no expectation suite for silver\.procedure: expected .*silver\.procedure\.json"):
+        suites_for(["silver.patient", "silver.procedure"], SUITES)
+
+
+def test_without_the_id_column_failures_are_counted_but_carry_no_sample_ids(spark, tmp_path):
+    write_suite(tmp_path, "gold.patient", [
+        {"type": "expect_column_values_to_be_null", "kwargs": {"column": "national_id"}, "meta": {"severity": "critical"}},
+    ])
+    df = spark.createDataFrame([("p1", None), ("p2", PHI)], "pseudonym string, national_id string")
+    report = validate_tables({"gold.patient": df}, suites_dir=tmp_path, reports_dir=tmp_path / "reports", run_id="r")
+    (failure,) = report.critical_failures
+    assert (failure.unexpected_count, failure.element_count, failure.sample_ids) == (1, 2, ())
+    with pytest.raises(QualityGateError, match=r"^critical expectation failed: gold\.patient expect_column_values_to_be_null\(national_id\): 1 of 2 rows — "):
+        report.raise_if_critical()
