@@ -1,0 +1,307 @@
+"""OBR -> DiagnosticReport, OBX -> Observation, SPM -> Specimen, NTE -> note (IG OBR, OBX, SPM maps)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from transforms.errors import RecordError
+from transforms.hl7v2 import datatypes as dt
+from transforms.hl7v2 import vocab
+from transforms.hl7v2._context import Context
+from transforms.hl7v2.parse import Repetition, Segment
+from transforms.systems import local_code_system
+
+
+def _first(seg: Segment, n: int) -> Repetition | None:
+    reps = seg.field(n).repetitions
+    return reps[0] if reps else None
+
+
+def _ei(rep: Repetition | None) -> str:
+    """EI as a key: entity id, plus namespace when given (ids are unique only within a namespace)."""
+    if rep is None:
+        return ""
+    value, namespace = rep.component(1).strip(), rep.component(2).strip()
+    return f"{value}^{namespace}" if value and namespace else value
+
+
+def map_report(ctx: Context, obr: Segment, index: int, *, as_report: bool) -> dict | None:
+    """Start a result group. Only result messages (ORU, OUL) make a DiagnosticReport of it; in orders
+    the OBR is a request, and its OBX segments still become Observations keyed under it."""
+    key = _ei(_first(obr, 3)) or _ei(_first(obr, 2))
+    key = f"fill|{key}" if key else f"msg|{ctx.message.control_id}|{obr.field(1).value.strip() or index}"
+    ctx.report_key = key
+    ctx.report = None
+    if not as_report:
+        return None
+    concept = dt.codeable_concept(_first(obr, 4), ctx.hospital, "lab", ctx.terminology)
+    if concept is None:
+        concept = dict(vocab.UNKNOWN_CONCEPT)
+    report: dict = {
+        "resourceType": "DiagnosticReport",
+        "id": ctx.rid("DiagnosticReport", key),
+        "status": "unknown",
+        "code": concept,
+        "subject": {"reference": ctx.patient_ref},
+    }
+    identifiers = []
+    for n, type_code in ((2, "PLAC"), (3, "FILL")):
+        rep = _first(obr, n)
+        if rep is not None and rep.component(1).strip():
+            ident: dict = {"value": rep.component(1).strip(),
+                           "type": {"coding": [{"system": vocab.V2_0203, "code": type_code}]}}
+            system = _ei_system(rep, ctx.hospital)
+            if system:
+                ident["system"] = system
+            identifiers.append(ident)
+    if identifiers:
+        report["identifier"] = identifiers
+    status = obr.field(25).value.strip().upper()
+    if status:
+        mapped = vocab.REPORT_STATUS.get(status)
+        if mapped is None:
+            raise RecordError("UNKNOWN_CODE", "OBR-25 result status has no mapping")
+        report["status"] = mapped
+    ctx.report_status_given = bool(status)
+    if ctx.encounter_ref:
+        report["encounter"] = {"reference": ctx.encounter_ref}
+    start = dt.fhir_datetime(obr.field(7).value, "OBR-7", ctx.tz)
+    end = dt.fhir_datetime(obr.field(8).value, "OBR-8", ctx.tz)
+    if start and end:
+        report["effectivePeriod"] = {"start": start, "end": end}
+    elif start:
+        report["effectiveDateTime"] = start
+    issued = dt.fhir_instant(obr.field(22).value, "OBR-22", ctx.tz)
+    if issued:
+        report["issued"] = issued
+    section = dt.code(obr.field(24).value)
+    if section:
+        report["category"] = [{"coding": [{"system": vocab.V2_0074, "code": section}]}]
+    ctx.report = ctx.add(report)
+    ctx.last = ctx.report
+    return ctx.report
+
+
+def _ei_system(rep: Repetition, hospital: str) -> str | None:
+    # EI carries its authority as components 2-4 (namespace, universal id, type), not as an HD.
+    namespace, universal, kind = rep.component(2).strip(), rep.component(3).strip(), rep.component(4).strip().upper()
+    if universal and kind == "ISO" and set(universal) <= set("0123456789."):
+        return f"urn:oid:{universal}"
+    if namespace:
+        return local_code_system(hospital, "id:" + quote(namespace, safe=""))
+    return None
+
+
+def finish_report(ctx: Context, statuses: list[str]) -> None:
+    """Without OBR-25, a report whose observations are all final (or corrected) is final itself."""
+    report = ctx.report
+    if report is None:
+        return
+    if ctx.report_status_given:
+        return
+    if statuses and all(s in ("final", "corrected", "amended") for s in statuses):
+        report["status"] = "final" if all(s == "final" for s in statuses) else "amended"
+    elif statuses and all(s == "preliminary" for s in statuses):
+        report["status"] = "preliminary"
+
+
+def _sn_value(rep: Repetition, unit: dict) -> dict | None:
+    comparator, num1, sep, num2 = (rep.component(i).strip() for i in (1, 2, 3, 4))
+    n1, n2 = dt.decimal(num1) if num1 else None, dt.decimal(num2) if num2 else None
+    if comparator == "<>":
+        return None
+    if sep in (":", "/") and n1 is not None and n2 is not None and not comparator:
+        return {"valueRatio": {"numerator": {"value": n1, **unit}, "denominator": {"value": n2}}}
+    if sep == "-" and n1 is not None and n2 is not None and not comparator:
+        return {"valueRange": {"low": {"value": n1, **unit}, "high": {"value": n2, **unit}}}
+    if not sep and not num2 and n1 is not None and comparator in ("", "=", "<", ">", "<=", ">="):
+        quantity = {"value": n1, **unit}
+        if comparator and comparator != "=":
+            quantity["comparator"] = comparator
+        return {"valueQuantity": quantity}
+    return None
+
+
+def _numeric_with_comparator(text: str, unit: dict) -> dict | None:
+    # Senders put "<5" or ">=200" in NM fields; SN would have been right, the meaning is the same.
+    for comparator in ("<=", ">=", "<", ">"):
+        if text.startswith(comparator):
+            n = dt.decimal(text[len(comparator):])
+            if n is not None:
+                return {"valueQuantity": {"value": n, "comparator": comparator, **unit}}
+    return None
+
+
+def _value(ctx: Context, obx: Segment) -> dict:
+    value_type = obx.field(2).value.strip().upper()
+    reps = obx.field(5).repetitions
+    if not reps:
+        return {}
+    if len(reps) > 1 and value_type not in _TEXT_TYPES:
+        # Repeated coded or numeric values ("60~120") are several results of one test: components.
+        values = [_one_value(ctx, obx, value_type, [rep]) for rep in reps]
+        return {"_components": [v for v in values if v]}
+    return _one_value(ctx, obx, value_type, reps)
+
+
+_TEXT_TYPES = frozenset({"ST", "TX", "FT", "VR"})
+
+
+def _one_value(ctx: Context, obx: Segment, value_type: str, reps: list[Repetition]) -> dict:
+    first = reps[0]
+    if value_type == "NM":
+        unit = dt.quantity_unit(_first(obx, 6))
+        text = first.text().strip()
+        n = dt.decimal(text)
+        if n is not None:
+            return {"valueQuantity": {"value": n, **unit}}
+        return _numeric_with_comparator(text, unit) or {"valueString": text}
+    if value_type == "SN":
+        unit = dt.quantity_unit(_first(obx, 6))
+        out = _sn_value(first, unit)
+        if out:
+            return out
+        text = " ".join(x for x in (*first.components, unit.get("unit", "")) if x.strip())
+        return {"valueString": text} if text else {}
+    if value_type in ("CWE", "CE", "CNE", "CF", "IS", "ID"):
+        concept = dt.codeable_concept(first, ctx.hospital, "lab-answer", ctx.terminology)
+        return {"valueCodeableConcept": concept} if concept else {}
+    if value_type in ("DT", "DTM", "TS"):
+        value = dt.fhir_datetime(first.component(1), "OBX-5", ctx.tz)
+        return {"valueDateTime": value} if value else {}
+    if value_type == "TM":
+        value = dt.fhir_time(first.component(1), "OBX-5")
+        return {"valueTime": value} if value else {}
+    if value_type == "NR":
+        low, high = dt.decimal(first.component(1)), dt.decimal(first.component(2))
+        rng = {k: {"value": v} for k, v in (("low", low), ("high", high)) if v is not None}
+        return {"valueRange": rng} if rng else {}
+    if value_type == "DR":
+        start = dt.fhir_datetime(first.component(1), "OBX-5", ctx.tz)
+        end = dt.fhir_datetime(first.component(2), "OBX-5", ctx.tz)
+        period = {k: v for k, v in (("start", start), ("end", end)) if v}
+        return {"valuePeriod": period} if period else {}
+    if value_type in ("ED", "RP", "NA", "MA", "CP", "AD", "PN", "XPN", "XAD", "XCN", "XON", "XTN", "CX", "EI"):
+        # Embedded documents and structured types have no Observation.value[x] in R4: not mapped yet.
+        return {}
+    # ST, TX, FT, VR and unknown types: text; repetitions of TX/FT are lines.
+    text = "\n".join(r.text() for r in reps).strip()
+    return {"valueString": text} if text else {}
+
+
+def map_observation(ctx: Context, obx: Segment, index: int, set_ids: set) -> dict:
+    code_rep = _first(obx, 3)
+    concept = dt.codeable_concept(code_rep, ctx.hospital, "lab", ctx.terminology)
+    if concept is None:
+        # Observation.code is required; an OBX without OBX-3 still carries a value worth keeping.
+        concept = dict(vocab.UNKNOWN_CONCEPT)
+    set_id = obx.field(1).value.strip()
+    sub_id = obx.field(4).value.strip()
+    local = f"{set_id}.{sub_id}" if set_id and sub_id else set_id
+    if not local or local in set_ids:
+        local = f"#{index}"
+    set_ids.add(local)
+    if ctx.report_key:
+        key = f"{ctx.report_key}|{local}"
+    else:
+        # OBX outside a result group (ADT vitals): keyed by what it says, so an update replaces it.
+        obs_code = code_rep.component(1).strip() if code_rep is not None else ""
+        key = f"{ctx.context_key}|{obs_code}|{obx.field(14).value.strip()}|{local}"
+    status_code = obx.field(11).value.strip().upper()
+    if status_code:
+        status = vocab.OBSERVATION_STATUS.get(status_code)
+        if status is None:
+            raise RecordError("UNKNOWN_CODE", "OBX-11 observation result status has no mapping")
+    else:
+        status = "unknown"
+    obs: dict = {
+        "resourceType": "Observation",
+        "id": ctx.rid("Observation", key),
+        "status": status,
+        "code": concept,
+        "subject": {"reference": ctx.patient_ref},
+    }
+    if ctx.encounter_ref:
+        obs["encounter"] = {"reference": ctx.encounter_ref}
+    value = _value(ctx, obx)
+    components = value.pop("_components", None)
+    if components:
+        obs["component"] = [{"code": concept, **v} for v in components]
+    obs.update(value)
+    effective = obx.field(14).value
+    effective_dt = dt.fhir_datetime(effective, "OBX-14", ctx.tz) if effective.strip() else None
+    if effective_dt:
+        obs["effectiveDateTime"] = effective_dt
+    elif ctx.report is not None:
+        report_time = ctx.report.get("effectiveDateTime") or ctx.report.get("effectivePeriod", {}).get("start")
+        if report_time:
+            obs["effectiveDateTime"] = report_time
+    ref_range = obx.field(7).text().strip()
+    if ref_range:
+        obs["referenceRange"] = [{"text": ref_range}]
+    interpretations = []
+    for rep in obx.field(8).repetitions:
+        flag = rep.component(1).strip()
+        display = vocab.INTERPRETATION.get(flag.upper())
+        if display:
+            interpretations.append({"coding": [{"system": vocab.OBS_INTERPRETATION, "code": flag.upper(),
+                                                "display": display}]})
+        else:
+            concept_i = dt.codeable_concept(rep, ctx.hospital, "interpretation")
+            if concept_i:
+                interpretations.append(concept_i)
+    if interpretations:
+        obs["interpretation"] = interpretations
+    method = dt.codeable_concept(_first(obx, 17), ctx.hospital, "method")
+    if method:
+        obs["method"] = method
+    body_site = dt.codeable_concept(_first(obx, 20), ctx.hospital, "body-site")
+    if body_site:
+        obs["bodySite"] = body_site
+    obs = ctx.add(obs)
+    if ctx.report is not None:
+        ctx.report.setdefault("result", []).append({"reference": f"Observation/{obs['id']}"})
+    ctx.last = obs
+    return obs
+
+
+def attach_note(ctx: Context, nte: Segment) -> None:
+    """NTE after an OBX or OBR: its comment becomes a note of that Observation (DiagnosticReport has none)."""
+    target = ctx.last
+    if target is None or target.get("resourceType") != "Observation":
+        return
+    text = "\n".join(r.text() for r in nte.field(3).repetitions).strip()
+    if text:
+        target.setdefault("note", []).append({"text": text})
+
+
+def map_specimen(ctx: Context, spm: Segment, index: int) -> dict | None:
+    type_concept = dt.codeable_concept(_first(spm, 4), ctx.hospital, "specimen-type")
+    spm2 = _first(spm, 2)
+    specimen_id = ""
+    if spm2 is not None:
+        # SPM-2 is EIP: placer EI in component 1, filler EI in component 2 (as sub-components).
+        specimen_id = spm2.component(2, 1).strip() or spm2.component(1, 1).strip()
+    if type_concept is None and not specimen_id:
+        return None
+    key = f"{ctx.report_key or ctx.context_key}|{specimen_id or spm.field(1).value.strip() or f'#{index}'}"
+    specimen: dict = {
+        "resourceType": "Specimen",
+        "id": ctx.rid("Specimen", key),
+        "subject": {"reference": ctx.patient_ref},
+    }
+    if specimen_id:
+        specimen["identifier"] = [{"value": specimen_id}]
+    if type_concept:
+        specimen["type"] = type_concept
+    collected = dt.fhir_datetime(spm.field(17).component(1), "SPM-17", ctx.tz)
+    if collected:
+        specimen["collection"] = {"collectedDateTime": collected}
+    received = dt.fhir_instant(spm.field(18).value, "SPM-18", ctx.tz)
+    if received:
+        specimen["receivedTime"] = received
+    specimen = ctx.add(specimen)
+    ref = {"reference": f"Specimen/{specimen['id']}"}
+    if ctx.report is not None:
+        ctx.report.setdefault("specimen", []).append(ref)
+    return specimen

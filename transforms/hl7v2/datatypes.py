@@ -1,0 +1,344 @@
+"""HL7 v2 data types -> FHIR data types (IG datatype maps DTM, CWE, CX, XPN, XAD, XTN, NM).
+
+Each function takes a `Repetition` (or a string) and returns a FHIR dict or None when the source is
+empty. Reasons of the `RecordError`s raised here name the field (``PID-7``), never the value.
+
+Date-times: FHIR requires a time zone on any value with a time. A DTM with an offset keeps its full
+precision (minutes-only times get ``:00`` seconds, as FHIR requires seconds); a DTM without an offset
+uses the hospital's configured offset (overrides ``{"timezone": "+08:00"}``) when there is one, and is
+otherwise truncated to its date, since inventing a zone would shift the instant by hours.
+"""
+
+from __future__ import annotations
+
+import calendar
+from urllib.parse import quote
+
+from transforms.errors import RecordError
+from transforms.hl7v2 import vocab
+from transforms.hl7v2.parse import Repetition
+from transforms.systems import local_code_system
+from transforms.terminology import Terminology
+
+__all__ = [
+    "fhir_datetime", "fhir_date", "fhir_instant", "fhir_time", "decimal", "code",
+    "system_uri", "codeable_concept", "identifier", "authority_system", "human_name", "human_names", "address",
+    "contact_point", "quantity_unit",
+]
+
+_DIGITS = frozenset("0123456789")
+
+
+def _invalid(field: str) -> RecordError:
+    return RecordError("INVALID_DATE", f"{field} is not a valid HL7 date/time")
+
+
+def _parse_dtm(value: str, field: str) -> tuple[list[str], str, str | None]:
+    """-> ([YYYY, MM, DD, hh, mm, ss] present parts, fraction, offset '+hh:mm' or None)."""
+    v = value.strip()
+    offset = None
+    cut = max(v.rfind("+"), v.rfind("-"))
+    if cut >= 4:
+        tz, v = v[cut:], v[:cut]
+        digits = tz[1:]
+        if len(digits) != 4 or not set(digits) <= _DIGITS:
+            raise _invalid(field)
+        hh, mm = int(digits[:2]), int(digits[2:])
+        if hh > 14 or mm > 59 or (hh == 14 and mm):
+            raise _invalid(field)
+        offset = f"{tz[0]}{digits[:2]}:{digits[2:]}"
+    fraction = ""
+    if "." in v:
+        v, fraction = v.split(".", 1)
+        if len(v) != 14 or not fraction or not set(fraction) <= _DIGITS:
+            raise _invalid(field)
+    if len(v) not in (4, 6, 8, 10, 12, 14) or not set(v) <= _DIGITS:
+        raise _invalid(field)
+    parts = [v[0:4]] + [v[i:i + 2] for i in range(4, len(v), 2)]
+    year = int(parts[0])
+    if year < 1:
+        raise _invalid(field)
+    if len(parts) > 1 and not 1 <= int(parts[1]) <= 12:
+        raise _invalid(field)
+    if len(parts) > 2 and not 1 <= int(parts[2]) <= calendar.monthrange(year, int(parts[1]))[1]:
+        raise _invalid(field)
+    if len(parts) > 3 and int(parts[3]) > 23:
+        raise _invalid(field)
+    if len(parts) > 4 and int(parts[4]) > 59:
+        raise _invalid(field)
+    if len(parts) > 5 and int(parts[5]) > 59:
+        raise _invalid(field)
+    return parts, fraction, offset
+
+
+def _date_part(parts: list[str]) -> str:
+    return "-".join(parts[:3])
+
+
+def fhir_datetime(value: str, field: str, tz: str | None = None) -> str | None:
+    """A v2 DTM/TS value as a FHIR dateTime with the same precision (see the module docstring)."""
+    if not value or not value.strip():
+        return None
+    parts, fraction, offset = _parse_dtm(value, field)
+    if len(parts) <= 3:
+        return _date_part(parts)
+    offset = offset or tz
+    if offset is None:
+        return _date_part(parts)
+    hh, mm, ss = (parts + ["00", "00"])[3:6]
+    frac = f".{fraction}" if fraction else ""
+    return f"{_date_part(parts)}T{hh}:{mm}:{ss}{frac}{offset}"
+
+
+def fhir_date(value: str, field: str) -> str | None:
+    """A v2 DTM as a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD); any time part is dropped."""
+    if not value or not value.strip():
+        return None
+    parts, _, _ = _parse_dtm(value, field)
+    return _date_part(parts)
+
+
+def fhir_instant(value: str, field: str, tz: str | None = None) -> str | None:
+    """A FHIR instant when the value is precise to the second and has a zone, else None."""
+    if not value or not value.strip():
+        return None
+    parts, _, offset = _parse_dtm(value, field)
+    if len(parts) < 6 or not (offset or tz):
+        return None
+    return fhir_datetime(value, field, tz)
+
+
+def fhir_time(value: str, field: str) -> str | None:
+    """A v2 TM (HH[MM[SS[.S]]][+ZZZZ]) as a FHIR time hh:mm:ss; the offset is dropped (FHIR time has none)."""
+    v = value.strip()
+    if not v:
+        return None
+    cut = max(v.rfind("+"), v.rfind("-"))
+    if cut > 0:
+        v = v[:cut]
+    frac = ""
+    if "." in v:
+        v, frac = v.split(".", 1)
+        if not frac or not set(frac) <= _DIGITS:
+            raise _invalid(field)
+    if len(v) not in (2, 4, 6) or not set(v) <= _DIGITS:
+        raise _invalid(field)
+    hh, mm, ss = (v[0:2], v[2:4] or "00", v[4:6] or "00")
+    if int(hh) > 23 or int(mm) > 59 or int(ss) > 59:
+        raise _invalid(field)
+    return f"{hh}:{mm}:{ss}" + (f".{frac}" if frac else "")
+
+
+def decimal(text: str) -> int | float | None:
+    """An NM value as a JSON number, or None when it is not a plain decimal (``<5``, ``pos``)."""
+    t = text.strip()
+    if t.startswith("+"):
+        t = t[1:]
+    body = t[1:] if t.startswith("-") else t
+    if not body or body.count(".") > 1 or not set(body) <= _DIGITS | {"."} or body == ".":
+        return None
+    if "." in body:
+        return float(t)
+    return int(t)
+
+
+def code(text: str) -> str | None:
+    """A FHIR code: trimmed, inner white space collapsed (codes may not carry double spaces)."""
+    out = " ".join(text.split())
+    return out or None
+
+
+def system_uri(name: str, hospital: str, kind: str) -> str:
+    """FHIR system of a CWE coding-system name; local and unknown names become hospital-local systems."""
+    name = name.strip()
+    if not name or vocab.is_local_system(name):
+        return local_code_system(hospital, kind)
+    known = vocab.CODE_SYSTEMS.get(name.upper()) or vocab.hl7_table_system(name)
+    if known:
+        return known
+    if set(name) <= _DIGITS | {"."} and "." in name:
+        return f"urn:oid:{name}"
+    if name.startswith(("http://", "https://", "urn:")) and not any(c.isspace() for c in name):
+        return name
+    return local_code_system(hospital, f"{kind}:{quote(name, safe='')}")
+
+
+def _coding(code_text: str, display: str, system_name: str, version: str, hospital: str, kind: str) -> dict | None:
+    c = code(code_text)
+    if not c:
+        return None
+    out: dict = {"system": system_uri(system_name, hospital, kind), "code": c}
+    if display.strip():
+        out["display"] = display.strip()
+    if version.strip():
+        out["version"] = version.strip()
+    return out
+
+
+def codeable_concept(
+    rep: Repetition | None, hospital: str, kind: str, terminology: Terminology | None = None,
+) -> dict | None:
+    """CWE/CE/CNE -> CodeableConcept: up to three codings and the original text (CWE.9).
+
+    A coding in a hospital-local system is looked up in the terminology map; the standard coding it
+    maps to is added after it, and an unmapped local code is kept as it is.
+    """
+    if rep is None or not rep:
+        return None
+    codings = []
+    for c, d, s, v in ((1, 2, 3, 7), (4, 5, 6, 8), (10, 11, 12, 13)):
+        coding = _coding(rep.component(c), rep.component(d), rep.component(s), rep.component(v), hospital, kind)
+        if coding and coding not in codings:
+            codings.append(coding)
+    if terminology is not None:
+        local_prefix = f"urn:carelake:{hospital}:"
+        for coding in list(codings):
+            if coding["system"].startswith(local_prefix):
+                concept = terminology.translate(coding["system"], coding["code"])
+                if concept is not None:
+                    mapped = concept.coding()
+                    if not any(x["system"] == mapped["system"] and x["code"] == mapped["code"] for x in codings):
+                        codings.append(mapped)
+    out: dict = {}
+    if codings:
+        out["coding"] = codings
+    text = rep.component(9).strip() or ("" if codings else rep.component(2).strip())
+    if text:
+        out["text"] = text
+    return out or None
+
+
+def authority_system(rep: Repetition, comp: int, hospital: str) -> str | None:
+    """System URI from an HD assigning authority: OID/UUID/URI when given, else the namespace id."""
+    namespace = rep.component(comp, 1).strip()
+    universal = rep.component(comp, 2).strip()
+    kind = rep.component(comp, 3).strip().upper()
+    if universal and not any(ch.isspace() for ch in universal):
+        if kind == "ISO" or (set(universal) <= _DIGITS | {"."} and "." in universal):
+            return f"urn:oid:{universal}"
+        if kind == "UUID":
+            return f"urn:uuid:{universal.lower()}"
+        if kind in ("URI", "URL", "DNS") and ":" in universal:
+            return universal
+    if namespace:
+        return local_code_system(hospital, "id:" + quote(namespace, safe=""))
+    if universal:
+        return local_code_system(hospital, "id:" + quote(universal, safe=""))
+    return None
+
+
+def identifier(rep: Repetition, hospital: str, *, system: str | None = None, type_code: str | None = None) -> dict | None:
+    """CX -> Identifier (value, system from the assigning authority unless given, type from CX.5)."""
+    value = rep.component(1).strip()
+    if not value:
+        return None
+    out: dict = {"value": value}
+    sys_uri = system or authority_system(rep, 4, hospital)
+    if sys_uri:
+        out["system"] = sys_uri
+    t = code(type_code if type_code is not None else rep.component(5))
+    if t:
+        out["type"] = {"coding": [{"system": vocab.V2_0203, "code": t}]}
+    return out
+
+
+def human_names(reps: list[Repetition]) -> list[dict]:
+    """XPN repetitions -> HumanNames; XPN.15 "called by" becomes a separate nickname (IG XPN map)."""
+    out = []
+    for rep in reps:
+        name = human_name(rep)
+        if name:
+            out.append(name)
+        called_by = rep.component(15).strip()
+        if called_by:
+            out.append({"use": "nickname", "given": [called_by]})
+    return out
+
+
+def human_name(rep: Repetition) -> dict | None:
+    """XPN -> HumanName (family from FN.1, given from XPN.2/3, prefix, suffixes, use)."""
+    out: dict = {}
+    family = rep.component(1, 1).strip()
+    if family:
+        out["family"] = family
+    given = [g for g in (rep.component(2).strip(), rep.component(3).strip()) if g]
+    if given:
+        out["given"] = given
+    prefix = rep.component(5).strip()
+    if prefix:
+        out["prefix"] = [prefix]
+    suffix = [s for s in (rep.component(4).strip(), rep.component(6).strip()) if s]
+    if suffix:
+        out["suffix"] = suffix
+    if not out:
+        return None
+    use = vocab.NAME_USE.get(rep.component(7).strip().upper())
+    if use:
+        out["use"] = use
+    return out
+
+
+def address(rep: Repetition) -> dict | None:
+    """XAD -> Address."""
+    out: dict = {}
+    lines = [x for x in (rep.component(1, 1).strip(), rep.component(2).strip(), rep.component(19).strip()) if x]
+    if lines:
+        out["line"] = lines
+    for comp, key in ((3, "city"), (4, "state"), (5, "postalCode"), (6, "country"), (9, "district")):
+        value = rep.component(comp).strip()
+        if value:
+            out[key] = value
+    if not out:
+        return None
+    kind = rep.component(7).strip().upper()
+    if kind in vocab.ADDRESS_USE:
+        out["use"] = vocab.ADDRESS_USE[kind]
+    if kind in vocab.ADDRESS_TYPE:
+        out["type"] = vocab.ADDRESS_TYPE[kind]
+    return out
+
+
+def contact_point(rep: Repetition, default_use: str | None = None) -> dict | None:
+    """XTN -> ContactPoint. Without XTN.3 a value with ``@`` is an email and anything else a phone."""
+    equipment = rep.component(3).strip().upper()
+    email_part = rep.component(4).strip()
+    if equipment in ("INTERNET", "X.400"):
+        value = email_part
+    else:
+        value = rep.component(1).strip() or rep.component(12).strip()
+        if not value:
+            local = rep.component(7).strip()
+            if local:
+                area, country, ext = rep.component(6).strip(), rep.component(5).strip(), rep.component(8).strip()
+                value = " ".join(x for x in (f"+{country}" if country else "", area, local) if x)
+                if ext:
+                    value += f" X{ext}"
+        if not value and email_part:
+            value, equipment = email_part, "INTERNET"
+    if not value:
+        return None
+    system = vocab.TELECOM_SYSTEM.get(equipment) or ("email" if "@" in value else "phone")
+    out = {"system": system, "value": value}
+    use_code = rep.component(2).strip().upper()
+    use = vocab.TELECOM_USE.get(use_code) or ("mobile" if equipment == "CP" else None)
+    if use is None and not use_code:
+        use = default_use
+    if use:
+        out["use"] = use
+    return out
+
+
+def quantity_unit(rep: Repetition | None) -> dict:
+    """OBX-6 (CWE units) -> the unit/system/code part of a Quantity; UCUM only when the sender says so."""
+    if rep is None or not rep:
+        return {}
+    unit_code = code(rep.component(1))
+    text = rep.component(2).strip()
+    system = rep.component(3).strip().upper()
+    out: dict = {}
+    if text or unit_code:
+        out["unit"] = text or unit_code
+    if unit_code and system in ("UCUM", "ANS+"):
+        out["system"] = vocab.UCUM
+        out["code"] = unit_code
+    return out

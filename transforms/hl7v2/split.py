@@ -1,0 +1,134 @@
+"""Cut one delivered file into HL7 v2 message texts.
+
+Interfaces deliver in many shapes: MLLP frames captured to disk, FHS/BHS batches, one message per file
+or hundreds, CR, LF or CRLF between segments, a UTF-8 byte-order mark, a banner before the first
+message. Splitting works on bytes because the character set is a property of each message (MSH-18),
+not of the file; segment terminators and ``MSH`` at the start of a line are safe to find in bytes for
+every character set HL7 allows for 8-bit transport (in GB18030 and Big5 the bytes ``|`` ``M`` ``S``
+``H`` can be second bytes of a character, but never CR or LF, so a line still starts on a character).
+
+Text that has no MSH at all is returned as one message so that parsing quarantines it: nothing a
+hospital delivered disappears without a trace.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+__all__ = ["split_messages", "charset_codec"]
+
+_BATCH = (b"FHS", b"BHS", b"BTS", b"FTS")
+
+#: MSH-18 values (HL7 table 0211) -> Python codec. Unknown values fall back to UTF-8 then Latin-1.
+_CHARSETS = {
+    "ASCII": "ascii",
+    "8859/1": "latin-1", "8859/2": "iso8859-2", "8859/3": "iso8859-3", "8859/4": "iso8859-4",
+    "8859/5": "iso8859-5", "8859/6": "iso8859-6", "8859/7": "iso8859-7", "8859/8": "iso8859-8",
+    "8859/9": "iso8859-9", "8859/15": "iso8859-15",
+    "UNICODE": "utf-8", "UNICODE UTF-8": "utf-8", "UTF-8": "utf-8", "UTF8": "utf-8",
+    "GB 18030-2000": "gb18030", "GB18030": "gb18030", "GB 18030": "gb18030", "GB2312": "gb18030",
+    "GBK": "gb18030", "BIG-5": "big5", "BIG5": "big5", "CNS 11643-1992": "big5",
+    "KS X 1001": "euc-kr", "ISO IR87": "iso2022_jp", "ISO IR159": "iso2022_jp_2", "ISO IR14": "shift_jis",
+    "WINDOWS-1252": "cp1252", "CP1252": "cp1252",
+}
+
+
+def charset_codec(msh18: str) -> str | None:
+    """Python codec for an MSH-18 value, or None when it is empty or unknown."""
+    name = msh18.strip().upper()
+    if not name:
+        return None
+    codec = _CHARSETS.get(name)
+    if codec is None:
+        try:  # senders often write a plain codec name (utf-8, gbk, windows-1252)
+            codec = codecs.lookup(name.lower()).name
+        except LookupError:
+            return None
+    return codec
+
+
+def _msh18(line: bytes) -> str:
+    if len(line) < 4:
+        return ""
+    sep = line[3:4]
+    fields = line.split(sep)
+    # fields[0] is "MSH", fields[1] is MSH-2, so MSH-n is fields[n - 1].
+    if len(fields) < 18:
+        return ""
+    rep = fields[1][1:2] if len(fields[1]) > 1 else b"~"
+    value = fields[17].split(rep)[0] if rep else fields[17]
+    comp = fields[1][:1]
+    if comp:
+        value = value.split(comp)[0]
+    return value.decode("latin-1")
+
+
+def _decode(lines: list[bytes]) -> str:
+    raw = b"\r".join(lines)
+    codec = charset_codec(_msh18(lines[0])) if lines[0].startswith(b"MSH") else None
+    for candidate in (codec, "utf-8"):
+        if candidate:
+            try:
+                return raw.decode(candidate)
+            except (UnicodeDecodeError, LookupError):
+                continue
+    return raw.decode("latin-1")
+
+
+def _is_msh(line: bytes) -> bool:
+    return line.startswith(b"MSH") and len(line) > 3 and not line[3:4].isalnum() and line[3:4] not in b" \t"
+
+
+def _is_batch(line: bytes) -> bool:
+    return line[:3] in _BATCH and (len(line) == 3 or not line[3:4].isalnum())
+
+
+def split_messages(data: bytes) -> list[str]:
+    """One file's bytes -> the text of each HL7 v2 message in it, segments separated by CR.
+
+    Never raises: bytes that hold no message come back as one text for `parse_message` to reject.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if not data:
+        return []
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[3:]
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # UTF-16 has NUL bytes between ASCII characters; recode once so the byte scan below works.
+        data = data.decode("utf-16", errors="replace").encode("utf-8")
+    # MLLP start block (VT) and end block (FS) only ever frame messages: treat them as line breaks.
+    data = data.replace(b"\x0b", b"\n").replace(b"\x1c", b"\n")
+    lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+
+    messages: list[list[bytes]] = []
+    preamble: list[bytes] = []
+    in_comment = False
+    for line in lines:
+        stripped = line.strip()
+        if in_comment:
+            in_comment = b"*/" not in stripped
+            continue
+        if not stripped:
+            continue
+        # Test corpora (hapi's messages.txt) separate messages with // and /* */ comment lines;
+        # no segment starts with "/", so dropping them cannot lose a real segment.
+        if stripped.startswith(b"//"):
+            continue
+        if stripped.startswith(b"/*"):
+            in_comment = b"*/" not in stripped[2:]
+            continue
+        line = line.lstrip(b" \t")
+        if _is_msh(line):
+            messages.append([line])
+        elif _is_batch(line):
+            continue
+        elif messages:
+            messages[-1].append(line)
+        else:
+            preamble.append(line)
+    if not messages:
+        if any(p.strip(b"\x00 \t") for p in preamble):
+            return [_decode(preamble)]
+        return []
+    return [_decode(m) for m in messages]

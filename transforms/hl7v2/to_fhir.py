@@ -1,0 +1,137 @@
+"""One HL7 v2 message -> FHIR R4 resources, following the HL7 v2-to-FHIR IG.
+
+The message is walked segment by segment rather than through per-structure grammars: PID starts a
+patient, PV1 its visit, OBR a result group, and the clinical segments after them hang off the latest
+of each. That covers ADT (A01-A60), ORU/OUL, VXU and the orders and scheduling messages with one code
+path, and tolerates the segment orders real interfaces send.
+
+Ids are deterministic (`transforms.ids.resource_id`) from hospital-local keys:
+
+=================  ==========================================================================
+Patient            MRN (PID-3 typed MR, else first PID-3; ``overrides["mrn_field"]``)
+Encounter          PV1-19 visit number (else MRN + PV1-44 admit time; else no Encounter)
+DiagnosticReport   OBR-3 filler order, else OBR-2 placer order, else MSH-10 + OBR-1
+Observation        report key + OBX-1 (or position); outside a report: visit/patient + code + time
+Condition          visit (else patient) + DG1-1 (else DG1-3 code, else position)
+Procedure          visit (else patient) + PR1-1 (else code); AllergyIntolerance: patient + AL1-3
+RelatedPerson      patient + NK1-1; Coverage: patient + IN1-3 + IN1-36 + IN1-1
+Immunization       patient + ORC-3 filler order (else vaccine code + RXA-3)
+Specimen           report key + SPM-2
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import re
+
+from transforms.errors import RecordError
+from transforms.hl7v2 import _encounter, _immunization, _patient, _results
+from transforms.hl7v2._context import Context
+from transforms.hl7v2.parse import Message, parse_message
+from transforms.terminology import Terminology
+
+__all__ = ["message_to_resources", "message_type", "SUPPORTED_MESSAGE_CODES"]
+
+#: Message codes whose patient-level content is mapped. Others raise UNSUPPORTED.
+SUPPORTED_MESSAGE_CODES = frozenset({
+    "ADT", "ORU", "OUL", "VXU", "ORM", "OML", "OMG", "SIU", "MDM", "DFT", "BAR", "RDE", "RDS", "REF",
+    "PPR", "RRI", "OMB", "OMP", "RAS", "RGV", "PEX",
+})
+#: Messages whose OBR/OBX are results (DiagnosticReport + Observations).
+_RESULT_CODES = frozenset({"ORU", "OUL"})
+#: Messages whose OBX carry document content, not observations (DocumentReference, not mapped yet).
+_DOCUMENT_CODES = frozenset({"MDM"})
+
+_TZ = re.compile(r"^[+-](0\d|1[0-4]):[0-5]\d$")
+
+
+def message_type(text_or_message: str | Message) -> str:
+    """``ADT^A01``-style type of a message (raises `RecordError` PARSE when it is not one)."""
+    msg = text_or_message if isinstance(text_or_message, Message) else parse_message(text_or_message)
+    return msg.type
+
+
+def _timezone(overrides: dict) -> str | None:
+    tz = overrides.get("timezone")
+    if tz is None:
+        return None
+    if not isinstance(tz, str) or not _TZ.match(tz):
+        raise ValueError(f"overrides['timezone'] must be an offset like '+08:00', got {tz!r}")
+    return tz
+
+
+def message_to_resources(
+    text: str, *, hospital: str, terminology: Terminology, overrides: dict | None = None,
+) -> list[dict]:
+    """FHIR R4 resources (dicts with deterministic ids) for one HL7 v2 message.
+
+    ``overrides`` (per hospital, from conf): ``timezone`` ("+08:00", for times sent without an offset),
+    ``mrn_field`` ("PID-2" when the MRN is not in PID-3), ``mrn_type`` (CX.5 of the MRN, default MR).
+    Raises `RecordError` for anything that cannot be mapped; the reason never holds field values.
+    """
+    overrides = overrides or {}
+    msg = parse_message(text)
+    code = msg.type.partition("^")[0]
+    if code not in SUPPORTED_MESSAGE_CODES:
+        raise RecordError("UNSUPPORTED", f"message type {_safe(code)} is not mapped")
+    ctx = Context(msg, hospital, terminology, overrides, _timezone(overrides))
+    results = code in _RESULT_CODES
+    documents = code in _DOCUMENT_CODES
+    counters: dict[str, int] = {}
+    obx_set_ids: set = set()
+    obx_statuses: list[str] = []
+    order_key = ""
+
+    def count(name: str) -> int:
+        counters[name] = counters.get(name, 0) + 1
+        return counters[name]
+
+    for seg in msg.all_segments:
+        name = seg.name
+        if name == "PID":
+            _results.finish_report(ctx, obx_statuses)
+            _patient.map_patient(ctx, seg)
+            obx_set_ids, obx_statuses, order_key = set(), [], ""
+            ctx.last = ctx.immunization = None
+            continue
+        if name == "MSH" or ctx.patient_ref is None:
+            continue  # segments before the first PID (EVN, SCH, ...) describe the event, not a person
+        if name == "PV1":
+            _encounter.map_encounter(ctx, seg)
+        elif name == "NK1":
+            _patient.map_related_person(ctx, seg, count("NK1"))
+        elif name == "DG1":
+            _encounter.map_condition(ctx, seg, count("DG1"))
+        elif name == "PR1":
+            _encounter.map_procedure(ctx, seg, count("PR1"))
+        elif name == "AL1":
+            _encounter.map_allergy(ctx, seg, count("AL1"))
+        elif name == "IN1":
+            _encounter.map_coverage(ctx, seg, count("IN1"))
+        elif name == "ORC":
+            order_key = seg.field(3).value.strip() or seg.field(2).value.strip()
+            ctx.immunization = None
+        elif name == "OBR":
+            _results.finish_report(ctx, obx_statuses)
+            obx_set_ids, obx_statuses = set(), []
+            _results.map_report(ctx, seg, count("OBR"), as_report=results)
+        elif name == "OBX" and ctx.immunization is not None and _immunization.attach_obx(ctx, ctx.immunization, seg):
+            continue
+        elif name == "OBX" and not documents:
+            obs = _results.map_observation(ctx, seg, count("OBX"), obx_set_ids)
+            obx_statuses.append(obs["status"])
+        elif name == "NTE":
+            _results.attach_note(ctx, seg)
+        elif name == "SPM" and results:
+            _results.map_specimen(ctx, seg, count("SPM"))
+        elif name == "RXA":
+            _immunization.map_immunization(ctx, seg, count("RXA"), order_key)
+    _results.finish_report(ctx, obx_statuses)
+    if ctx.patient_ref is None:
+        raise RecordError("MISSING_FIELD", "PID segment is missing")
+    return ctx.resources
+
+
+def _safe(code: str) -> str:
+    # The message code is structural, but keep the reason short and printable whatever was sent.
+    return code if code.isascii() and code.isalnum() and len(code) <= 4 else "(unreadable)"
