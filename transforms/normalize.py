@@ -74,7 +74,7 @@ def _resources(row: dict, mapping: Mapping) -> list[dict]:
 def _patient_id(resource: dict) -> str | None:
     if resource.get("resourceType") == "Patient":
         return resource.get("id")
-    for element in ("subject", "patient"):
+    for element in ("subject", "patient", "beneficiary"):
         reference = (resource.get(element) or {}).get("reference") or ""
         if reference.startswith("Patient/"):
             return reference.split("/", 1)[1]
