@@ -1,0 +1,407 @@
+"""CSV exports of hospital information systems -> FHIR R4 resources.
+
+Each hospital exports its own columns and formats; a mapping (``conf/csv_mappings/<name>.yaml``, loaded
+as a dict) says which file holds which entity, which column is which canonical field, and how dates are
+written. Reading checks every header against the mapping first, so a renamed column fails the delivery
+loudly (`CsvLayoutError`) instead of mapping empty fields row after row.
+
+A mapping::
+
+    name: his-a
+    delimiter: ","
+    encoding: utf-8
+    timezone: Europe/Berlin          # only for datetimes written without a UTC offset
+    entities:
+      patients:
+        file: patients.csv
+        date_format: "%Y-%m-%d"
+        columns: {patient_id: PATIENT_ID, birth_date: BIRTHDATE, ...}
+        values: {sex: {w: female}}   # optional: hospital codes -> standard ones, before the built-in synonyms
+      encounters: {file: ..., datetime_format: "%Y-%m-%dT%H:%M:%S%z", columns: {...}}
+
+Canonical fields per entity are in `FIELDS`; those in `REQUIRED` must be non-empty. A missing
+``datetime_format`` means ISO 8601. Observations need ``code_system`` (``LOINC``/``LN`` or
+``LOCAL``/``L``) in a column or as the entity's ``default_code_system``.
+
+Ids: ``resource_id(hospital, <type>, <local id>)`` of the row's own id, and references built the same way,
+so a patient's CSV rows meet the resources the HL7 v2 and FHIR feeds of the same hospital produce.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Iterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from transforms.errors import RecordError
+from transforms.fhir_feed import add_standard_codings
+from transforms.ids import resource_id
+from transforms.systems import ACT_CODE, ICD10, LOINC, NATIONAL_ID_SYSTEM, UCUM, local_code_system, mrn_system, visit_system
+from transforms.terminology import Terminology
+
+__all__ = [
+    "CsvLayoutError", "CsvRecord", "read_csv_records", "csv_row_to_resources",
+    "ENTITIES", "FIELDS", "REQUIRED", "EXTRA_CELLS",
+]
+
+ENTITIES = ("patients", "encounters", "observations", "conditions")
+#: Canonical fields a mapping may map, per entity.
+FIELDS = {
+    "patients": ("patient_id", "national_id", "family", "given", "birth_date", "sex", "phone", "street", "city",
+                 "postal_code"),
+    "encounters": ("encounter_id", "patient_id", "class", "start", "end"),
+    "observations": ("observation_id", "patient_id", "encounter_id", "code", "code_system", "value", "unit", "flag",
+                     "effective"),
+    "conditions": ("condition_id", "patient_id", "encounter_id", "code", "onset"),
+}
+REQUIRED = {
+    "patients": ("patient_id",),
+    "encounters": ("encounter_id", "patient_id", "class", "start"),
+    "observations": ("observation_id", "patient_id", "code", "effective"),
+    "conditions": ("condition_id", "patient_id", "code"),
+}
+#: Row key holding the surplus cells of a row longer than its header (the row is then malformed).
+EXTRA_CELLS = "__extra_cells__"
+
+_TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%X", "%c", "%T")
+_CLASS_SYNONYMS = {
+    "i": "IMP", "imp": "IMP", "inpatient": "IMP",
+    "o": "AMB", "amb": "AMB", "outpatient": "AMB", "ambulatory": "AMB",
+    "e": "EMER", "emer": "EMER", "emergency": "EMER",
+}
+_CLASS_DISPLAY = {"IMP": "inpatient encounter", "AMB": "ambulatory", "EMER": "emergency"}
+_GENDER_SYNONYMS = {"m": "male", "male": "male", "f": "female", "female": "female", "o": "other", "other": "other",
+                    "u": "unknown", "unknown": "unknown"}
+_CODE_SYSTEM_SYNONYMS = {"ln": "loinc", "loinc": "loinc", LOINC: "loinc", "l": "local", "local": "local"}
+_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+_FLAGS = {"H": "High", "L": "Low", "N": "Normal", "A": "Abnormal", "HH": "Critical high", "LL": "Critical low"}
+_VITAL_SIGNS = frozenset({"8480-6", "8462-4", "29463-7", "8302-2", "8867-4", "9279-1", "8310-5", "59408-5",
+                          "39156-5", "85354-9"})
+_V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+_INTEGER = re.compile(r"[+-]?\d+")
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+class CsvLayoutError(ValueError):
+    """A CSV file does not have the columns its mapping describes."""
+
+
+@dataclass(frozen=True)
+class CsvRecord:
+    """One data row: `row` maps canonical field -> raw cell text.
+
+    A cell missing from a short row is None; surplus cells of a long row are listed under `EXTRA_CELLS`.
+    `position` is the 0-based index of the data row in its file (blank lines are not rows).
+    """
+
+    entity: str
+    file: str
+    position: int
+    row: dict
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _entities(mapping: dict) -> dict:
+    entities = mapping.get("entities")
+    if not isinstance(entities, dict) or not entities:
+        raise CsvLayoutError(f"mapping {mapping.get('name', '?')!r} has no 'entities'; expected some of {list(ENTITIES)}")
+    unknown = sorted(set(entities) - set(ENTITIES))
+    if unknown:
+        raise CsvLayoutError(f"mapping {mapping.get('name', '?')!r} has unknown entities {unknown}; known: {list(ENTITIES)}")
+    return entities
+
+
+def _check_header(path: Path, header: list[str], spec: dict, mapping_name: str) -> None:
+    expected = list(spec["columns"].values())
+    missing = [c for c in expected if c not in header]
+    unexpected = [c for c in header if c not in expected]
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if not (missing or unexpected or duplicated):
+        return
+    parts = [f"missing {missing}"] if missing else []
+    parts += [f"unexpected {unexpected}"] if unexpected else []
+    parts += [f"duplicated {duplicated}"] if duplicated else []
+    raise CsvLayoutError(
+        f"{path.name}: columns do not match mapping '{mapping_name}': {', '.join(parts)}"
+        f" (fix the export, or the mapping if the hospital changed its layout)"
+    )
+
+
+def _row(header: list[str], cells: list[str], columns: dict[str, str]) -> dict:
+    by_column = dict(zip(header, cells))
+    row = {field: by_column.get(column) for field, column in columns.items()}
+    if len(cells) > len(header):
+        row[EXTRA_CELLS] = cells[len(header):]
+    return row
+
+
+def _read_file(path: Path, entity: str, spec: dict, mapping: dict) -> Iterator[CsvRecord]:
+    name = mapping.get("name", "?")
+    # surrogateescape: a bad byte spoils its row (PARSE in csv_row_to_resources), not the whole file.
+    with open(path, newline="", encoding=mapping.get("encoding", "utf-8"), errors="surrogateescape") as handle:
+        reader = csv.reader(handle, delimiter=mapping.get("delimiter", ","), quotechar=mapping.get("quotechar", '"'))
+        header = next(reader, None)
+        if header is None:
+            raise CsvLayoutError(f"{path.name}: file is empty; mapping '{name}' expects a header row")
+        header = [h.strip() for h in header]
+        header[0] = header[0].lstrip("\ufeff")
+        _check_header(path, header, spec, name)
+        position = 0
+        for cells in reader:
+            if not cells:
+                continue
+            yield CsvRecord(entity, str(path), position, _row(header, cells, spec["columns"]))
+            position += 1
+
+
+def read_csv_records(directory: str | Path, mapping: dict) -> Iterator[CsvRecord]:
+    """Yield every data row of the mapped files in `directory`, entity by entity.
+
+    Files the mapping names but the delivery lacks are skipped (an export may carry only some
+    entities); a delivery with none of them, or a header that differs from the mapping, raises
+    `CsvLayoutError`.
+    """
+    directory = Path(directory)
+    entities = _entities(mapping)
+    present = [(entity, spec) for entity, spec in entities.items() if (directory / spec["file"]).exists()]
+    if not present:
+        files = [spec["file"] for spec in entities.values()]
+        raise CsvLayoutError(f"{directory}: none of the files of mapping '{mapping.get('name', '?')}' found; expected {files}")
+    for entity, spec in present:
+        yield from _read_file(directory / spec["file"], entity, spec, mapping)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mapping rows to resources
+
+
+@dataclass(frozen=True)
+class _Row:
+    entity: str
+    values: dict[str, str]
+    hospital: str
+    spec: dict
+    mapping: dict
+    terminology: Terminology
+
+    def column(self, field: str) -> str:
+        """How a field is named in reasons: the hospital's column and the canonical field, never the value."""
+        return f"{self.spec['columns'].get(field, field)} ({self.entity}.{field})"
+
+    def get(self, field: str) -> str:
+        return self.values.get(field, "")
+
+    def ref(self, resource_type: str, field: str) -> dict:
+        return {"reference": f"{resource_type}/{resource_id(self.hospital, resource_type, self.get(field))}"}
+
+    def id(self, resource_type: str, field: str) -> str:
+        return resource_id(self.hospital, resource_type, self.get(field))
+
+
+def _clean(entity: str, row: dict) -> dict[str, str]:
+    if EXTRA_CELLS in row or any(v is None for v in row.values()):
+        raise RecordError("PARSE", f"{entity} row does not have as many cells as the header")
+    values = {k: v.strip() for k, v in row.items()}
+    if any("\udc80" <= ch <= "\udcff" for v in values.values() for ch in v):
+        raise RecordError("PARSE", f"{entity} row is not valid in the mapping's encoding")
+    return values
+
+
+def _lookup(r: _Row, field: str, synonyms: dict[str, str], raw: str) -> str:
+    own = {str(k): str(v) for k, v in (r.spec.get("values", {}).get(field) or {}).items()}
+    found = own.get(raw) or {k.lower(): v for k, v in own.items()}.get(raw.lower())
+    found = synonyms.get((found or raw).lower())
+    if found is None:
+        raise RecordError("UNKNOWN_CODE", f"{r.column(field)}: code not in the mapping's values or known synonyms")
+    return found
+
+
+def _has_time(fmt: str) -> bool:
+    return any(d in fmt for d in _TIME_DIRECTIVES)
+
+
+def _parse(text: str, fmt: str | None) -> datetime:
+    return datetime.fromisoformat(text) if fmt is None else datetime.strptime(text, fmt)
+
+
+def _date(r: _Row, field: str) -> str:
+    fmt = r.spec.get("date_format")
+    try:
+        return _parse(r.get(field), fmt).date().isoformat()
+    except ValueError:
+        raise RecordError("INVALID_DATE", f"{r.column(field)}: not a valid date in format {fmt or 'ISO 8601'}") from None
+
+
+def _date_iso(r: _Row, field: str) -> date:
+    try:
+        return date.fromisoformat(r.get(field))
+    except ValueError:
+        raise RecordError("INVALID_DATE", f"{r.column(field)}: not a valid date in format ISO 8601") from None
+
+
+def _zone(r: _Row, field: str) -> ZoneInfo:
+    name = r.mapping.get("timezone")
+    if not name:
+        raise RecordError("INVALID_DATE", f"{r.column(field)}: time without UTC offset and the mapping sets no timezone")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RecordError("INVALID_DATE", f"{r.column(field)}: the mapping's timezone is not a known IANA zone") from None
+
+
+def _moment(r: _Row, field: str) -> datetime | date:
+    """A datetime field: aware datetime when the format has a time, else a date."""
+    fmt = r.spec.get("datetime_format")
+    if fmt is None and len(r.get(field)) == 10:  # ISO date without time: keep it a date, not midnight
+        return _date_iso(r, field)
+    try:
+        moment = _parse(r.get(field), fmt)
+    except ValueError:
+        if "date_format" not in r.spec:
+            raise RecordError("INVALID_DATE", f"{r.column(field)}: not a valid date-time in format {fmt or 'ISO 8601'}") from None
+        return date.fromisoformat(_date(r, field))  # a date-only value is a valid FHIR dateTime
+    if fmt is not None and not _has_time(fmt):
+        return moment.date()
+    return moment if moment.tzinfo else moment.replace(tzinfo=_zone(r, field))
+
+
+def _fhir_datetime(moment: datetime | date) -> str:
+    return moment.isoformat(timespec="seconds") if isinstance(moment, datetime) else moment.isoformat()
+
+
+def _number(text: str) -> int | float | None:
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    return float(text) if _DECIMAL.fullmatch(text) else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Builders, one per entity
+
+
+def _patient(r: _Row) -> dict:
+    identifiers = [{"use": "usual", "type": {"coding": [{"system": _V2_0203, "code": "MR"}]},
+                    "system": mrn_system(r.hospital), "value": r.get("patient_id")}]
+    if r.get("national_id"):
+        identifiers.append({"use": "official", "type": {"coding": [{"system": _V2_0203, "code": "NI"}]},
+                            "system": NATIONAL_ID_SYSTEM, "value": r.get("national_id")})
+    resource = {"resourceType": "Patient", "id": r.id("Patient", "patient_id"), "identifier": identifiers}
+    name = ({"family": r.get("family")} if r.get("family") else {}) | ({"given": [r.get("given")]} if r.get("given") else {})
+    if name:
+        resource["name"] = [{"use": "official", **name}]
+    if r.get("phone"):
+        resource["telecom"] = [{"system": "phone", "value": r.get("phone"), "use": "home"}]
+    if r.get("sex"):
+        resource["gender"] = _lookup(r, "sex", _GENDER_SYNONYMS, r.get("sex"))
+    if r.get("birth_date"):
+        resource["birthDate"] = _date(r, "birth_date")
+    address = ({"line": [r.get("street")]} if r.get("street") else {}) | \
+        {key: r.get(field) for key, field in (("city", "city"), ("postalCode", "postal_code")) if r.get(field)}
+    if address:
+        resource["address"] = [{"use": "home", **address}]
+    return resource
+
+
+def _encounter(r: _Row) -> dict:
+    act = _lookup(r, "class", _CLASS_SYNONYMS, r.get("class"))
+    start = _moment(r, "start")
+    end = _moment(r, "end") if r.get("end") else None
+    if isinstance(start, datetime) and isinstance(end, datetime) and end < start:
+        raise RecordError("INVALID_DATE", f"{r.column('end')}: before {r.column('start')}")
+    period = {"start": _fhir_datetime(start)} | ({"end": _fhir_datetime(end)} if end else {})
+    return {
+        "resourceType": "Encounter", "id": r.id("Encounter", "encounter_id"),
+        "identifier": [{"system": visit_system(r.hospital), "value": r.get("encounter_id")}],
+        "status": "finished" if end else "in-progress",
+        "class": {"system": ACT_CODE, "code": act, "display": _CLASS_DISPLAY[act]},
+        "subject": r.ref("Patient", "patient_id"),
+        "period": period,
+    }
+
+
+def _observation_coding(r: _Row) -> dict:
+    default = r.spec.get("default_code_system")
+    if not r.get("code_system") and not default:
+        raise RecordError("MISSING_FIELD", f"{r.column('code_system')} is empty and the mapping has no default_code_system")
+    kind = _lookup(r, "code_system", _CODE_SYSTEM_SYNONYMS, r.get("code_system") or default)
+    system = LOINC if kind == "loinc" else local_code_system(r.hospital, "lab")
+    return {"system": system, "code": r.get("code")}
+
+
+def _observation_value(r: _Row) -> dict:
+    text = r.get("value")
+    if not text:
+        return {}
+    number = _number(text)
+    if number is None:
+        return {"valueString": text}
+    unit = r.get("unit")
+    return {"valueQuantity": {"value": number, "unit": unit, "system": UCUM, "code": unit} if unit else {"value": number}}
+
+
+def _observation(r: _Row) -> dict:
+    code = add_standard_codings({"coding": [_observation_coding(r)]}, r.terminology)
+    vital = any(c["system"] == LOINC and c["code"] in _VITAL_SIGNS for c in code["coding"])
+    resource = {
+        "resourceType": "Observation", "id": r.id("Observation", "observation_id"), "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "vital-signs" if vital else "laboratory"}]}],
+        "code": code,
+        "subject": r.ref("Patient", "patient_id"),
+    }
+    if r.get("encounter_id"):
+        resource["encounter"] = r.ref("Encounter", "encounter_id")
+    resource["effectiveDateTime"] = _fhir_datetime(_moment(r, "effective"))
+    resource |= _observation_value(r)
+    flag = r.get("flag").upper()
+    if flag:
+        if flag not in _FLAGS:
+            raise RecordError("UNKNOWN_CODE", f"{r.column('flag')}: not one of {sorted(_FLAGS)}")
+        resource["interpretation"] = [{"coding": [{"system": _INTERPRETATION, "code": flag, "display": _FLAGS[flag]}]}]
+    return resource
+
+
+def _condition(r: _Row) -> dict:
+    resource = {
+        "resourceType": "Condition", "id": r.id("Condition", "condition_id"),
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                       "code": "active"}]},
+        "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                                           "code": "confirmed"}]},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                                  "code": "encounter-diagnosis", "display": "Encounter Diagnosis"}]}],
+        "code": add_standard_codings({"coding": [{"system": ICD10, "code": r.get("code")}]}, r.terminology),
+        "subject": r.ref("Patient", "patient_id"),
+    }
+    if r.get("encounter_id"):
+        resource["encounter"] = r.ref("Encounter", "encounter_id")
+    if r.get("onset"):
+        resource["onsetDateTime"] = _fhir_datetime(_moment(r, "onset"))
+    return resource
+
+
+_BUILDERS = {"patients": _patient, "encounters": _encounter, "observations": _observation, "conditions": _condition}
+
+
+def csv_row_to_resources(entity: str, row: dict, *, hospital: str, mapping: dict, terminology: Terminology) -> list[dict]:
+    """FHIR R4 resources (one per row today) for a CSV row of `entity`, as read by `read_csv_records`.
+
+    Raises `RecordError`: PARSE (malformed row), UNSUPPORTED (entity), MISSING_FIELD, INVALID_DATE,
+    UNKNOWN_CODE (class, sex, code system, flag). Validation against FHIR is the caller's separate step.
+    """
+    builder = _BUILDERS.get(entity)
+    spec = (mapping.get("entities") or {}).get(entity)
+    if builder is None or spec is None:
+        raise RecordError("UNSUPPORTED", f"CSV entity {entity if entity in ENTITIES else '(unknown)'} is not mapped")
+    r = _Row(entity, _clean(entity, row), hospital, spec, mapping, terminology)
+    for field in REQUIRED[entity]:
+        if not r.get(field):
+            raise RecordError("MISSING_FIELD", f"{r.column(field)} is empty")
+    return [builder(r)]
