@@ -52,7 +52,7 @@ def _finish(summary, workdir: Path) -> None:
 @cli.command()
 @_WORKDIR
 @click.option("--hospitals", type=click.IntRange(1, 26), default=3, show_default=True, help="Synthetic hospitals.")
-@click.option("--patients", type=click.IntRange(1), default=200, show_default=True, help="Persons in the synthetic region.")
+@click.option("--patients", type=click.IntRange(1), default=1000, show_default=True, help="Persons in the synthetic region.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the generator: same seed, same data.")
 def demo(workdir, hospitals, patients, seed):
     """Generate synthetic feeds for several hospitals and run every stage on the embedded engine."""
@@ -135,6 +135,15 @@ def sql(query, workdir, fmt):
         for r in rows:
             table.add_row(*["" if v is None else str(v) for v in r])
         Console().print(table)
+
+
+def _register_subcommands() -> None:
+    from carelake.convert import convert
+
+    cli.add_command(convert)
+
+
+_register_subcommands()
 
 
 def main() -> None:

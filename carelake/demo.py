@@ -76,7 +76,7 @@ def demo_hospital(hospital: str, csv_mapping: str) -> dict:
     }
 
 
-def run_demo(workdir: Path, *, hospitals: int = 3, patients: int = 200, seed: int = 7,
+def run_demo(workdir: Path, *, hospitals: int = 3, patients: int = 1000, seed: int = 7,
              progress: Progress | None = None) -> tuple[RunSummary, bool]:
     """Generate, run every stage; returns the summary and whether a throw-away key was made."""
     made_key = False

@@ -104,6 +104,8 @@ def _sail(settings: EngineSettings):
     from pysail.spark import SparkConnectServer
     from pyspark.sql import SparkSession
 
+    # Sail logs every session at INFO on stderr; carelake reports its own progress. RUST_LOG wins.
+    os.environ.setdefault("RUST_LOG", "error")
     server = SparkConnectServer(ip="127.0.0.1", port=0)
     server.start(background=True)
     _server = server

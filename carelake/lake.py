@@ -127,7 +127,7 @@ class Lake:
         (alias ``s``) that delete matched rows or limit which unmatched rows are inserted.
         """
         if not self.exists(table):
-            rows = df.filter(insert_when) if insert_when else df
+            rows = df.alias("s").filter(insert_when).select(*df.columns) if insert_when else df
             writer = rows.write.format("delta").mode("overwrite")
             if partition_by:
                 writer = writer.partitionBy(*partition_by)

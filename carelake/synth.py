@@ -1016,11 +1016,11 @@ def _write_hospital(landing: Path, hospital: str, index: int, seed: int, members
 def _write_persons(path: Path, persons: list[_Person], hospitals: list[str]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["person_index", "national_id", "family", "given", "birth_date", "sex", "postal_code",
-                         *(f"mrn_{h}" for h in hospitals)])
+        writer.writerow(["person_index", "national_id", "family", "given", "birth_date", "sex", "phone", "street",
+                         "city", "postal_code", *(f"mrn_{h}" for h in hospitals)])
         for p in persons:
-            writer.writerow([p.index, p.national_id, p.family, p.given, p.birth_date.isoformat(), p.sex,
-                             p.postal_code, *(p.mrns.get(h, "") for h in hospitals)])
+            writer.writerow([p.index, p.national_id, p.family, p.given, p.birth_date.isoformat(), p.sex, p.phone,
+                             p.street, p.city, p.postal_code, *(p.mrns.get(h, "") for h in hospitals)])
 
 
 def _write_bad(path: Path, bad: list[BadRecord]) -> None:

@@ -30,3 +30,18 @@ def spark():
     session = get_spark()
     yield session
     stop_spark()
+
+
+TEST_KEY = "test-key-0123456789abcdef-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, spark):
+    """One `carelake demo` run with defaults (3 hospitals, 1000 patients), shared by the end-to-end tests."""
+    from carelake.demo import run_demo
+
+    workdir = tmp_path_factory.mktemp("demo") / "home"
+    os.environ["CARELAKE_DEID_KEY"] = TEST_KEY
+    summary, made_key = run_demo(workdir)
+    assert not made_key
+    return workdir, summary

@@ -26,17 +26,17 @@ def suppress_small_cells(df, count_columns: list[str], *, min_cell: int = MIN_CE
 
 
 def encounters_by_region_month(encounter, patient, *, min_cell: int = MIN_CELL):
-    """Encounters per region, month and class.
+    """Encounters per region and month.
 
-    Input: gold.encounter (person_id, hospital, class, start_month), gold.patient (person_id, hospital,
-    region). Output: region, month, class, encounters, persons, suppressed.
+    Input: gold.encounter (person_id, hospital, start_month), gold.patient (person_id, hospital,
+    region). Output: region, month, encounters, persons, suppressed.
     The region is the one the hospital recorded for the person; a person without it counts as "unknown".
     """
     regions = patient.select("person_id", "hospital", "region").dropDuplicates(["person_id", "hospital"])
     joined = encounter.join(regions, ["person_id", "hospital"], "left")
     counts = (
         joined.filter(F.col("start_month").isNotNull())
-        .groupBy(F.coalesce(F.col("region"), F.lit("unknown")).alias("region"), F.col("start_month").alias("month"), F.col("class"))
+        .groupBy(F.coalesce(F.col("region"), F.lit("unknown")).alias("region"), F.col("start_month").alias("month"))
         .agg(F.count(F.lit(1)).alias("encounters"), F.countDistinct("person_id").alias("persons"))
     )
-    return suppress_small_cells(counts, ["encounters", "persons"], min_cell=min_cell).orderBy("region", "month", "class")
+    return suppress_small_cells(counts, ["encounters", "persons"], min_cell=min_cell).orderBy("region", "month")

@@ -25,6 +25,7 @@ class Context:
     report: dict | None = None
     report_key: str | None = None
     report_status_given: bool = False
+    order: object | None = None  # the ORC segment of the current order group
     immunization: dict | None = None  # the RXA a following funding OBX belongs to
     last: dict | None = None  # the resource an NTE that follows attaches to
     _ids: set = field(default_factory=set)

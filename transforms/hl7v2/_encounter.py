@@ -52,11 +52,16 @@ def map_encounter(ctx: Context, pv1: Segment) -> dict | None:
         "class": {"system": cls[0], "code": cls[1], "display": cls[2]},
         "subject": {"reference": ctx.patient_ref},
     }
+    identifiers = []
     if visit:
-        encounter["identifier"] = [{
+        identifiers.append({
             "system": visit_system(ctx.hospital), "value": visit,
             "type": {"coding": [{"system": vocab.V2_0203, "code": "VN"}]},
-        }]
+        })
+    # PV1-50 alternate visit ids (IG identifier[2]): other systems' numbers for the same visit.
+    identifiers += [i for i in (dt.identifier(r, ctx.hospital) for r in pv1.field(50).repetitions) if i]
+    if identifiers:
+        encounter["identifier"] = identifiers
     period = {k: v for k, v in (("start", start), ("end", end)) if v}
     if period:
         encounter["period"] = period
@@ -194,8 +199,46 @@ def map_coverage(ctx: Context, in1: Segment, index: int) -> dict | None:
     if period:
         coverage["period"] = period
     plan_rep = in1.field(2).repetitions
-    if plan_rep:
-        concept = dt.codeable_concept(plan_rep[0], ctx.hospital, "insurance-plan")
+    if plan_rep and plan_rep[0].component(1).strip():
+        # IG IN1-2 -> identifier (CWE[Identifier]): the plan id as the payer knows it.
+        coverage["identifier"] = [{"value": plan_rep[0].component(1).strip()}]
+    plan_type = dt.codeable_concept(_first(in1, 15), ctx.hospital, "insurance-plan-type")
+    if plan_type:
+        coverage["type"] = plan_type
+    relationship = _first(in1, 17)
+    if relationship is not None:
+        concept = dt.codeable_concept(relationship, ctx.hospital, "relationship")
         if concept:
-            coverage["type"] = concept
+            coverage["relationship"] = concept
+    subscriber = _subscriber(ctx, in1, set_id)
+    if subscriber:
+        coverage["subscriber"] = {"reference": subscriber}
     return ctx.add(coverage)
+
+
+def _subscriber(ctx: Context, in1: Segment, set_id: str) -> str | None:
+    """IN1-16 insured: the patient when IN1-17 says SEL, else a RelatedPerson (IG IN1[Coverage])."""
+    relation = in1.field(17).value.strip().upper()
+    if relation == "SEL":
+        return ctx.patient_ref
+    names = dt.human_names(in1.field(16).repetitions)
+    if not names:
+        return None
+    person: dict = {
+        "resourceType": "RelatedPerson",
+        "id": ctx.rid("RelatedPerson", f"patient|{ctx.mrn}|insured|{set_id}"),
+        "patient": {"reference": ctx.patient_ref},
+        "name": names,
+    }
+    relationship = _first(in1, 17)
+    concept = dt.codeable_concept(relationship, ctx.hospital, "relationship") if relationship is not None else None
+    if concept:
+        person["relationship"] = [concept]
+    birth = dt.fhir_date(in1.field(18).value, "IN1-18")
+    if birth:
+        person["birthDate"] = birth
+    addresses = [a for a in (dt.address(r, ctx.tz) for r in in1.field(19).repetitions) if a]
+    if addresses:
+        person["address"] = addresses
+    person = ctx.add(person)
+    return f"RelatedPerson/{person['id']}"

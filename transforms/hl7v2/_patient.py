@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from transforms.errors import RecordError
 from transforms.hl7v2 import datatypes as dt
 from transforms.hl7v2 import vocab
@@ -36,11 +38,17 @@ def _mrn_repetition(pid: Segment, overrides: dict) -> tuple[Repetition | None, s
 
 def map_patient(ctx: Context, pid: Segment) -> dict:
     mrn_rep, _ = _mrn_repetition(pid, ctx.overrides)
-    if mrn_rep is None:
+    if mrn_rep is not None:
+        mrn = mrn_rep.component(1).strip()
+        pid_id = ctx.rid("Patient", mrn)
+    elif ctx.overrides.get("missing_mrn") == "keep":
+        # Public-health feeds send results for people without a hospital record: keep them as a
+        # Patient keyed by what PID says, left to demographic linkage; the same PID gives the same id.
+        mrn = "pid#" + hashlib.sha256(pid.raw.encode("utf-8")).hexdigest()[:24]
+        pid_id = ctx.rid("Patient", mrn)
+    else:
         raise RecordError("MISSING_FIELD", "PID-3 patient identifier list has no identifier")
-    mrn = mrn_rep.component(1).strip()
     ctx.mrn = mrn
-    pid_id = ctx.rid("Patient", mrn)
     ctx.patient_ref = f"Patient/{pid_id}"
     ctx.visit_key = ctx.encounter_ref = ctx.report = ctx.report_key = None
 
@@ -52,7 +60,8 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
             seen.add(key)
             identifiers.append(ident)
 
-    add(dt.identifier(mrn_rep, ctx.hospital, system=mrn_system(ctx.hospital), type_code="MR"))
+    if mrn_rep is not None:
+        add(dt.identifier(mrn_rep, ctx.hospital, system=mrn_system(ctx.hospital), type_code="MR"))
     for n in (3, 2, 4):
         for rep in pid.field(n).repetitions:
             if rep is mrn_rep:
@@ -65,7 +74,9 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
     if ssn:
         add({"value": ssn, "type": {"coding": [{"system": vocab.V2_0203, "code": "SS"}]}})
 
-    patient: dict = {"resourceType": "Patient", "id": pid_id, "identifier": identifiers}
+    patient: dict = {"resourceType": "Patient", "id": pid_id}
+    if identifiers:
+        patient["identifier"] = identifiers
     names = dt.human_names(pid.field(5).repetitions)
     if names:
         patient["name"] = names
@@ -80,7 +91,7 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
         birth_time = dt.fhir_datetime(birth, "PID-7", ctx.tz)
         if birth_time and "T" in birth_time:
             patient["_birthDate"] = {"extension": [{"url": vocab.BIRTH_TIME_EXT, "valueDateTime": birth_time}]}
-    addresses = [a for a in (dt.address(r) for r in pid.field(11).repetitions) if a]
+    addresses = [a for a in (dt.address(r, ctx.tz) for r in pid.field(11).repetitions) if a]
     if addresses:
         patient["address"] = addresses
     telecom = [t for t in (dt.contact_point(r, "home") for r in pid.field(13).repetitions) if t]
@@ -107,32 +118,79 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
     return ctx.add(patient)
 
 
+def _relationship(ctx: Context, rep: Repetition) -> dict | None:
+    """The sender's coding first (what was said), then the IG's standard coding for table 0063."""
+    concept = dt.codeable_concept(rep, ctx.hospital, "relationship")
+    mapped = vocab.RELATIONSHIP.get(rep.component(1).strip().upper())
+    if mapped:
+        coding = {"system": mapped[0], "code": mapped[1]}
+        concept = concept or {}
+        if coding not in concept.setdefault("coding", []):
+            concept["coding"].append(coding)
+    return concept
+
+
 def map_related_person(ctx: Context, nk1: Segment, index: int) -> dict | None:
-    names = dt.human_names(nk1.field(2).repetitions)
-    if not names and not nk1.field(3):
-        return None  # NK1 describing an organisation contact only (NK1-13) is not a person
+    """NK1 -> RelatedPerson (IG NK1[RelatedPerson]): the next of kin (NK1-2..16) and the contact
+    person of NK1-30..33, who the IG folds into the same RelatedPerson as a second name."""
+    names = dt.human_names(nk1.field(2).repetitions) + dt.human_names(nk1.field(30).repetitions)
+    relationships = [c for c in (_relationship(ctx, r) for r in nk1.field(3).repetitions[:1]) if c]
+    relationships += [c for c in (dt.codeable_concept(r, ctx.hospital, "contact-role")
+                                  for r in nk1.field(7).repetitions[:1]) if c]
+    addresses = [a for n in (4, 32) for a in (dt.address(r, ctx.tz) for r in nk1.field(n).repetitions) if a]
+    telecom = [t for n, use in ((5, "home"), (6, "work"), (31, None), (40, None), (41, None))
+               for t in (dt.contact_point(r, use) for r in nk1.field(n).repetitions) if t]
+    identifiers = [i for n in (12, 33) for i in (dt.identifier(r, ctx.hospital) for r in nk1.field(n).repetitions) if i]
+    ssn = nk1.field(37).value.strip()
+    if ssn:
+        identifiers.append({"value": ssn, "type": {"coding": [{"system": vocab.V2_0203, "code": "SS"}]}})
+    if not (names or relationships or addresses or telecom or identifiers):
+        return None  # an NK1 naming only an organisation (NK1-13) is not a person
     set_id = nk1.field(1).value.strip() or f"#{index}"
     person: dict = {
         "resourceType": "RelatedPerson",
         "id": ctx.rid("RelatedPerson", f"patient|{ctx.mrn}|{set_id}"),
         "patient": {"reference": ctx.patient_ref},
     }
-    if names:
-        person["name"] = names
-    rel = nk1.field(3).repetitions
-    if rel:
-        relationship = vocab.RELATIONSHIP.get(rel[0].component(1).strip().upper())
-        if relationship:
-            person["relationship"] = [{"coding": [{"system": relationship[0], "code": relationship[1]}]}]
-        else:
-            concept = dt.codeable_concept(rel[0], ctx.hospital, "relationship")
-            if concept:
-                person["relationship"] = [concept]
-    addresses = [a for a in (dt.address(r) for r in nk1.field(4).repetitions) if a]
+    for key, value in (("identifier", identifiers), ("relationship", relationships), ("name", names),
+                       ("telecom", telecom)):
+        if value:
+            person[key] = value
+    sex = nk1.field(15).value.strip().upper()
+    if sex:
+        person["gender"] = vocab.ADMINISTRATIVE_SEX.get(sex, "unknown")
+    birth = dt.fhir_date(nk1.field(16).value, "NK1-16")
+    if birth:
+        person["birthDate"] = birth
     if addresses:
         person["address"] = addresses
-    telecom = [t for t in (dt.contact_point(r, "home") for r in nk1.field(5).repetitions) if t]
-    telecom += [t for t in (dt.contact_point(r, "work") for r in nk1.field(6).repetitions) if t]
-    if telecom:
-        person["telecom"] = telecom
+    start = dt.fhir_datetime(nk1.field(8).value, "NK1-8", ctx.tz)
+    end = dt.fhir_datetime(nk1.field(9).value, "NK1-9", ctx.tz)
+    period = {k: v for k, v in (("start", start), ("end", end)) if v}
+    if period:
+        person["period"] = period
+    language = dt.codeable_concept(nk1.field(20).repetitions[0] if nk1.field(20) else None, ctx.hospital, "language")
+    if language:
+        person["communication"] = [{"language": language}]
     return ctx.add(person)
+
+
+def link_merged(ctx: Context, mrg: Segment) -> None:
+    """MRG (A40 and the other merge events): the PID patient survives and ``replaces`` the MRG-1 one.
+
+    The link points at the id the merged MRN's Patient has (same key rule as PID-3), so person linkage
+    can fold the two; the merged Patient is not rewritten here, as its own messages may come later.
+    """
+    reps = [r for r in mrg.field(1).repetitions if r.component(1).strip()]
+    want = str(ctx.overrides.get("mrn_type", "MR")).upper()
+    prior = next((r for r in reps if r.component(5).strip().upper() == want), reps[0] if reps else None)
+    if prior is None or ctx.patient_ref is None:
+        return
+    prior_mrn = prior.component(1).strip()
+    if prior_mrn == ctx.mrn:
+        return
+    patient_id = ctx.patient_ref.partition("/")[2]
+    patient = next(r for r in ctx.resources if r["resourceType"] == "Patient" and r["id"] == patient_id)
+    link = {"other": {"reference": f"Patient/{ctx.rid('Patient', prior_mrn)}"}, "type": "replaces"}
+    if link not in patient.setdefault("link", []):
+        patient["link"].append(link)

@@ -54,14 +54,21 @@ def map_report(ctx: Context, obr: Segment, index: int, *, as_report: bool) -> di
             if system:
                 ident["system"] = system
             identifiers.append(ident)
+    order = ctx.order
+    if order is not None:
+        group = _first(order, 4)
+        if group is not None and group.component(1).strip():
+            identifiers.append({"value": group.component(1).strip(),
+                                "type": {"coding": [{"system": vocab.V2_0203, "code": "PGN"}]}})
     if identifiers:
         report["identifier"] = identifiers
     status = obr.field(25).value.strip().upper()
     if status:
         mapped = vocab.REPORT_STATUS.get(status)
-        if mapped is None:
+        if mapped is None and status in vocab.REPORT_STATUS_ERRORS:
             raise RecordError("UNKNOWN_CODE", "OBR-25 result status has no mapping")
-        report["status"] = mapped
+        # A value outside table 0123 tells nothing about the report's state: that is "unknown".
+        report["status"] = mapped or "unknown"
     ctx.report_status_given = bool(status)
     if ctx.encounter_ref:
         report["encounter"] = {"reference": ctx.encounter_ref}
@@ -79,7 +86,30 @@ def map_report(ctx: Context, obr: Segment, index: int, *, as_report: bool) -> di
         report["category"] = [{"coding": [{"system": vocab.V2_0074, "code": section}]}]
     ctx.report = ctx.add(report)
     ctx.last = ctx.report
+    _obr_specimen(ctx, obr, start, end)
     return ctx.report
+
+
+def _obr_specimen(ctx: Context, obr: Segment, start: str | None, end: str | None) -> None:
+    """The IG's ORU map makes a Specimen of every OBR (OBR[Specimen]): collection time, quantity,
+    received time and source; an SPM in the group adds its own, richer Specimen."""
+    specimen: dict = {
+        "resourceType": "Specimen",
+        "id": ctx.rid("Specimen", f"{ctx.report_key}|obr"),
+        "subject": {"reference": ctx.patient_ref},
+    }
+    if start and end:
+        specimen["collection"] = {"collectedPeriod": {"start": start, "end": end}}
+    elif start:
+        specimen["collection"] = {"collectedDateTime": start}
+    received = dt.fhir_instant(obr.field(14).value, "OBR-14", ctx.tz)
+    if received:
+        specimen["receivedTime"] = received
+    source = dt.codeable_concept(_first(obr, 15), ctx.hospital, "specimen-type")
+    if source:
+        specimen["type"] = source
+    specimen = ctx.add(specimen)
+    ctx.report.setdefault("specimen", []).append({"reference": f"Specimen/{specimen['id']}"})
 
 
 def _ei_system(rep: Repetition, hospital: str) -> str | None:
@@ -290,12 +320,38 @@ def map_specimen(ctx: Context, spm: Segment, index: int) -> dict | None:
         "id": ctx.rid("Specimen", key),
         "subject": {"reference": ctx.patient_ref},
     }
-    if specimen_id:
-        specimen["identifier"] = [{"value": specimen_id}]
+    identifiers = []
+    if spm2 is not None:
+        # IG EIP[Identifier-PlacerAssignedIdentifier] / [...-FillerAssignedIdentifier]: PGN / FGN.
+        for comp, type_code in ((1, "PGN"), (2, "FGN")):
+            value = spm2.component(comp, 1).strip()
+            if value:
+                identifiers.append({"value": value, "type": {"coding": [{"system": vocab.V2_0203, "code": type_code}]}})
+    identifiers += [i for i in (dt.identifier(r, ctx.hospital) for r in spm.field(31).repetitions) if i]
+    shipment = _first(spm, 32)
+    if shipment is not None and shipment.component(1).strip():
+        identifiers.append({"value": shipment.component(1).strip(),
+                            "type": {"coding": [{"system": vocab.V2_0203, "code": "SHIP"}]}})
+    if identifiers:
+        specimen["identifier"] = identifiers
+    accession = _first(spm, 30)
+    if accession is not None:
+        ident = dt.identifier(accession, ctx.hospital)
+        if ident:
+            specimen["accessionIdentifier"] = ident
     if type_concept:
         specimen["type"] = type_concept
     collected = dt.fhir_datetime(spm.field(17).component(1), "SPM-17", ctx.tz)
-    if collected:
+    if spm.field(17).component(2).strip():
+        # IG: a valued SPM-17.2 makes the collection a period, even when its end is not a date.
+        try:
+            end = dt.fhir_datetime(spm.field(17).component(2), "SPM-17", ctx.tz)
+        except RecordError:
+            end = None
+        period = {k: v for k, v in (("start", collected), ("end", end)) if v}
+        if period:
+            specimen["collection"] = {"collectedPeriod": period}
+    elif collected:
         specimen["collection"] = {"collectedDateTime": collected}
     received = dt.fhir_instant(spm.field(18).value, "SPM-18", ctx.tz)
     if received:

@@ -103,7 +103,8 @@ def fhir_instant(value: str, field: str, tz: str | None = None) -> str | None:
     if not value or not value.strip():
         return None
     parts, _, offset = _parse_dtm(value, field)
-    if len(parts) < 6 or not (offset or tz):
+    # Hour or minute precision is padded with zero seconds, as for dateTime; a date is no instant.
+    if len(parts) < 4 or not (offset or tz):
         return None
     return fhir_datetime(value, field, tz)
 
@@ -278,13 +279,15 @@ def human_name(rep: Repetition) -> dict | None:
     return out
 
 
-def address(rep: Repetition) -> dict | None:
-    """XAD -> Address."""
+def address(rep: Repetition, tz: str | None = None) -> dict | None:
+    """XAD -> Address (IG XAD[Address]): lines are the street (SAD.1-3), other designation (XAD.2)
+    and addressee (XAD.19); the validity period is XAD.13/14, else the v2.5 range XAD.12."""
     out: dict = {}
-    lines = [x for x in (rep.component(1, 1).strip(), rep.component(2).strip(), rep.component(19).strip()) if x]
+    street = [rep.component(1, i).strip() for i in (1, 2, 3)]
+    lines = [x for x in (*street, rep.component(2).strip(), rep.component(19).strip()) if x]
     if lines:
         out["line"] = lines
-    for comp, key in ((3, "city"), (4, "state"), (5, "postalCode"), (6, "country"), (9, "district")):
+    for comp, key in ((3, "city"), (9, "district"), (4, "state"), (5, "postalCode"), (6, "country")):
         value = rep.component(comp).strip()
         if value:
             out[key] = value
@@ -295,6 +298,14 @@ def address(rep: Repetition) -> dict | None:
         out["use"] = vocab.ADDRESS_USE[kind]
     if kind in vocab.ADDRESS_TYPE:
         out["type"] = vocab.ADDRESS_TYPE[kind]
+    try:
+        start = fhir_datetime(rep.component(13), "XAD-13", tz) or fhir_datetime(rep.component(12, 1), "XAD-12", tz)
+        end = fhir_datetime(rep.component(14), "XAD-14", tz) or fhir_datetime(rep.component(12, 2), "XAD-12", tz)
+    except RecordError:
+        start = end = None  # a bad validity date of an address is not worth losing the message for
+    period = {k: v for k, v in (("start", start), ("end", end)) if v}
+    if period:
+        out["period"] = period
     return out
 
 

@@ -228,6 +228,11 @@ class Segment:
     def __len__(self) -> int:
         return len(self._fields) - 1
 
+    @property
+    def raw(self) -> str:
+        """The segment as sent (after line joining), for keys; never for messages or logs."""
+        return self._d.field.join(self._fields)
+
     def __repr__(self) -> str:  # never shows values: they may be PHI
         return f"<Segment {self.name} with {len(self)} fields>"
 

@@ -16,7 +16,7 @@ Condition          visit (else patient) + DG1-1 (else DG1-3 code, else position)
 Procedure          visit (else patient) + PR1-1 (else code); AllergyIntolerance: patient + AL1-3
 RelatedPerson      patient + NK1-1; Coverage: patient + IN1-3 + IN1-36 + IN1-1
 Immunization       patient + ORC-3 filler order (else vaccine code + RXA-3)
-Specimen           report key + SPM-2
+Specimen           report key + "obr" (IG OBR[Specimen]); report key + SPM-2 (SPM)
 =================  ==========================================================================
 """
 
@@ -92,12 +92,14 @@ def message_to_resources(
             _results.finish_report(ctx, obx_statuses)
             _patient.map_patient(ctx, seg)
             obx_set_ids, obx_statuses, order_key = set(), [], ""
-            ctx.last = ctx.immunization = None
+            ctx.last = ctx.immunization = ctx.order = None
             continue
         if name == "MSH" or ctx.patient_ref is None:
             continue  # segments before the first PID (EVN, SCH, ...) describe the event, not a person
         if name == "PV1":
             _encounter.map_encounter(ctx, seg)
+        elif name == "MRG":
+            _patient.link_merged(ctx, seg)
         elif name == "NK1":
             _patient.map_related_person(ctx, seg, count("NK1"))
         elif name == "DG1":
@@ -111,6 +113,7 @@ def message_to_resources(
         elif name == "ORC":
             order_key = seg.field(3).value.strip() or seg.field(2).value.strip()
             ctx.immunization = None
+            ctx.order = seg
         elif name == "OBR":
             _results.finish_report(ctx, obx_statuses)
             obx_set_ids, obx_statuses = set(), []

@@ -75,6 +75,8 @@ OBSERVATION_STATUS = {
 
 #: OBR-25 (table 0123) -> DiagnosticReport.status. IG where given; A and N (partial results) ->
 #: partial, M (corrected, not final) -> corrected. Y and Z have no mapping on purpose (IG: error).
+#: OBR-25 codes of table 0123 that say the result cannot be placed (no order, no patient): quarantined.
+REPORT_STATUS_ERRORS = frozenset({"Y", "Z"})
 REPORT_STATUS = {
     "O": "registered", "I": "registered", "S": "registered", "P": "preliminary", "C": "corrected",
     "R": "partial", "F": "final", "X": "cancelled", "A": "partial", "N": "partial", "M": "corrected",

@@ -49,7 +49,10 @@ def test_impossible_dates_raise_invalid_date_naming_the_field(value):
 def test_date_and_instant_and_time():
     assert dt.fhir_date("19800215093000+0800", "PID-7") == "1980-02-15"
     assert dt.fhir_instant("20240101120000+0800", "OBR-22") == "2024-01-01T12:00:00+08:00"
-    assert dt.fhir_instant("202401011200+0800", "OBR-22") is None
+    # Minute or hour precision is padded to seconds (as for dateTime); a date alone is no instant.
+    assert dt.fhir_instant("202401011200+0800", "OBR-22") == "2024-01-01T12:00:00+08:00"
+    assert dt.fhir_instant("20240101", "OBR-22", "+08:00") is None
+    assert dt.fhir_instant("202401011200", "OBR-22") is None
     assert dt.fhir_time("1230", "OBX-5") == "12:30:00"
     assert dt.fhir_datetime("", "X") is None
 
@@ -81,8 +84,11 @@ def test_contact_point():
 
 def test_address_and_name_and_identifier():
     assert dt.address(rep("1 Long St&Long St&1^Apt 2^Springfield^ST^100001^CN^H^^District 9")) == {
-        "line": ["1 Long St", "Apt 2"], "city": "Springfield", "state": "ST", "postalCode": "100001",
+        "line": ["1 Long St", "Long St", "1", "Apt 2"], "city": "Springfield", "state": "ST", "postalCode": "100001",
         "country": "CN", "district": "District 9", "use": "home"}
+    # IG XAD[Address]: SAD.1-3 are lines 1-3, XAD.2 line 4, XAD.19 line 5; XAD.13/14 (or XAD.12) the period.
+    assert dt.address(rep("Main St^^Town^^^^^^^^^^20200101^20201231^^^^^Attn Ward 3"), "+08:00") == {
+        "line": ["Main St", "Attn Ward 3"], "city": "Town", "period": {"start": "2020-01-01", "end": "2020-12-31"}}
     assert dt.human_name(rep("Wang&&Wang^Li^Ming^Jr^Dr^^L")) == {
         "family": "Wang", "given": ["Li", "Ming"], "prefix": ["Dr"], "suffix": ["Jr"], "use": "official"}
     ident = dt.identifier(rep("123^^^HOSP&1.2.3&ISO^PI"), "H")

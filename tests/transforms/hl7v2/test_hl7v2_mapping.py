@@ -249,7 +249,9 @@ def test_adt_breadth_nk1_al1_pr1_in1(terminology):
     )
     resources = convert(text, terminology)
     [person] = by_type(resources, "RelatedPerson")
-    assert person["relationship"][0]["coding"][0]["code"] == "SPS"
+    codings = person["relationship"][0]["coding"]
+    assert codings[0]["code"] == "SPO"  # the sender's code first, then the IG's v3 RoleCode
+    assert {"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "SPS"} in codings
     [allergy] = by_type(resources, "AllergyIntolerance")
     assert allergy["category"] == ["medication"] and allergy["criticality"] == "high"
     [procedure] = by_type(resources, "Procedure")
@@ -288,3 +290,16 @@ def test_quarantine_codes(terminology, text, code):
 def test_bad_timezone_override_is_a_configuration_error(terminology):
     with pytest.raises(ValueError, match="timezone"):
         message_to_resources(ADT_A01, hospital=HOSPITAL, terminology=terminology, overrides={"timezone": "CST"})
+
+
+def test_a40_merge_links_surviving_patient_to_merged_mrn(terminology):
+    text = msg(
+        "MSH|^~\\&|HIS|HOSPA|LAKE|REGION|20240102103000+0800||ADT^A40^ADT_A39|M1|P|2.5.1",
+        "EVN|A40|20240102103000+0800",
+        PID,
+        "MRG|OLD777^^^HOSPA^MR",
+    )
+    [patient] = message_to_resources(text, hospital=HOSPITAL, terminology=terminology)
+    assert patient["link"] == [{"other": {"reference": f"Patient/{resource_id(HOSPITAL, 'Patient', 'OLD777')}"},
+                                "type": "replaces"}]
+    validate(patient)
