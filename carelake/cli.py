@@ -59,12 +59,13 @@ def demo(workdir, hospitals, patients, seed):
     from carelake.context import Progress
     from carelake.demo import run_demo
 
+    from carelake.keys import KEY_ENV
+
     workdir = _workdir(workdir).resolve()
-    progress = Progress()
-    summary, made_key = run_demo(workdir, hospitals=hospitals, patients=patients, seed=seed, progress=progress)
-    if made_key:
-        click.echo("Note: CARELAKE_DEID_KEY was not set, so the demo made a throw-away key; its pseudonyms "
-                   "cannot be reproduced. Set the variable for stable pseudonyms.", err=True)
+    if not os.environ.get(KEY_ENV):
+        click.echo(f"Note: {KEY_ENV} is not set, so the demo makes a throw-away key; its pseudonyms cannot be "
+                   "reproduced. Set the variable for stable pseudonyms (`carelake run` refuses to run without it).", err=True)
+    summary, _ = run_demo(workdir, hospitals=hospitals, patients=patients, seed=seed, progress=Progress())
     _finish(summary, workdir)
     click.echo(f"Working directory: {workdir}  (try: carelake tables --workdir {workdir})")
     sys.exit(summary.exit_code)
