@@ -161,8 +161,8 @@ def test_suite_name_must_match_its_file(tmp_path):
 
 
 def test_a_table_without_a_suite_is_an_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"no expectation suite for silver\.procedure: expected .*silver\.procedure\.json"):
-        suites_for(["silver.patient", "silver.procedure"], SUITES)
+    with pytest.raises(ConfigError, match=r"no expectation suite for silver\.no_such_table: expected .*silver\.no_such_table\.json"):
+        suites_for(["silver.patient", "silver.no_such_table"], SUITES)
 
 
 def test_without_the_id_column_failures_are_counted_but_carry_no_sample_ids(spark, tmp_path):
