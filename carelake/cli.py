@@ -76,12 +76,18 @@ def demo(workdir, hospitals, patients, seed):
               help="Configuration folder (default: $CARELAKE_CONF, else ./conf, else the project's conf/).")
 @_WORKDIR
 @click.option("--stage", "stages", multiple=True, help="Stage to run (repeatable; default all): ingest, normalize, validate, curate, marts.")
-def run(conf_dir, workdir, stages):
+@click.option("--feed", "feeds", multiple=True, metavar="HOSPITAL=KIND:PATH",
+              help="Ad-hoc input read in place instead of conf/hospitals (repeatable; KIND: hl7v2, csv, fhir, jdbc). See docs/feeds.md.")
+def run(conf_dir, workdir, stages, feeds):
     """Run pipeline stages over a conf directory. Needs CARELAKE_DEID_KEY: no key, no run."""
     from carelake.context import Progress
     from carelake.pipeline import run_pipeline
 
     workdir = _workdir(workdir).resolve()
+    if feeds:
+        from carelake.adhoc import adhoc_config
+
+        conf_dir = adhoc_config(conf_dir, list(feeds))
     summary = run_pipeline(conf_dir, workdir, list(stages) or None, progress=Progress())
     _finish(summary, workdir)
     sys.exit(summary.exit_code)
@@ -90,13 +96,18 @@ def run(conf_dir, workdir, stages):
 @cli.command()
 @_WORKDIR
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
-def tables(workdir, as_json):
-    """List every table with its zone, path and row count."""
+@click.option("--describe", is_flag=True, help="Show each curated table's columns from the data dictionary.")
+def tables(workdir, as_json, describe):
+    """List every table with its zone, path and row count (--describe: its documentation)."""
     from carelake.config import load_config
     from carelake.lake import Lake
 
     workdir = _workdir(workdir).resolve()
     config = load_config(workdir / "conf") if (workdir / "conf" / "lake.yaml").exists() else load_config(None)
+    if describe:
+        from carelake.dictionary import print_tables
+
+        return print_tables(config, as_json=as_json)
     found = [t.__dict__ for t in Lake.from_config(config, workdir).tables()]
     if as_json:
         click.echo(json.dumps(found, indent=None))
@@ -140,8 +151,13 @@ def sql(query, workdir, fmt):
 
 def _register_subcommands() -> None:
     from carelake.convert import convert
+    from carelake.view_cli import view
 
     cli.add_command(convert)
+    cli.add_command(view)
+    from carelake.quality_cli import quality, quarantine
+    cli.add_command(quality); cli.add_command(quarantine)
+    from carelake.lake_cli import lake; cli.add_command(lake)  # noqa: E702 history and restore
 
 
 _register_subcommands()

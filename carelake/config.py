@@ -17,20 +17,41 @@ from carelake.engine import EngineSettings, engine_settings
 from carelake.errors import ConfigError
 from transforms.terminology import Terminology
 
-__all__ = ["Feed", "Hospital", "Config", "load_config", "default_conf_dir", "FEED_KINDS", "PROJECT_ROOT"]
+__all__ = [
+    "Feed", "Hospital", "Config", "load_config", "default_conf_dir", "FEED_KINDS", "FEED_OPTIONS", "PROJECT_ROOT",
+    "load_linkage", "load_concept_map",
+]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-FEED_KINDS = ("hl7v2", "csv", "fhir")
+#: hl7v2, csv, fhir read files under landing (or, given an absolute path, in place); jdbc reads a SQL
+#: database. fhir-rest (pull from a FHIR server into landing, then read as fhir) is accepted in conf
+#: but not implemented yet: ingest stops on it with a ConfigError (see docs/feeds.md).
+FEED_KINDS = ("hl7v2", "csv", "fhir", "jdbc", "fhir-rest")
+#: Options each kind accepts besides kind, path and mapping (see docs/feeds.md).
+FEED_OPTIONS = {
+    "hl7v2": set(),
+    "csv": set(),
+    "fhir": {"reference_files"},
+    "jdbc": {"url", "url_env"},
+    "fhir-rest": {"url", "mode", "types", "auth_env", "airflow_conn", "page_size"},
+}
 
 
 @dataclass(frozen=True)
 class Feed:
-    """One delivery channel of a hospital. `path` is a glob (or, for csv, a folder) under landing."""
+    """One delivery channel of a hospital.
+
+    `path`: a glob (csv: a folder) under landing, or an absolute path read in place; for jdbc the
+    database is in `options` (``url`` or ``url_env``) and `path` names the feed (a label, also the
+    key of its watermarks in phi.feed_state). `mapping`: a conf/csv_mappings
+    name (csv, jdbc). `options`: kind-specific settings (`FEED_OPTIONS`).
+    """
 
     hospital: str
     kind: str
     path: str
     mapping: str | None = None
+    options: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def name(self) -> str:
@@ -58,6 +79,7 @@ class Config:
     views: dict[str, dict]
     engine: EngineSettings
     expectations_dir: Path
+    linkage: dict = field(default_factory=dict)
 
     @property
     def feeds(self) -> list[Feed]:
@@ -107,9 +129,16 @@ def _hospital(path: Path) -> Hospital:
             raise ConfigError(f"{where}: 'kind' must be one of {', '.join(FEED_KINDS)}")
         if not raw.get("path"):
             raise ConfigError(f"{where}: 'path' is required (a glob under the landing zone)")
-        if raw["kind"] == "csv" and not raw.get("mapping"):
-            raise ConfigError(f"{where}: a csv feed needs 'mapping' (a file name in conf/csv_mappings/)")
-        feeds.append(Feed(hospital_id, raw["kind"], raw["path"], raw.get("mapping")))
+        if raw["kind"] in ("csv", "jdbc") and not raw.get("mapping"):
+            raise ConfigError(f"{where}: a {raw['kind']} feed needs 'mapping' (a file name in conf/csv_mappings/)")
+        options = raw.get("options") or {}
+        unknown = sorted(set(options) - FEED_OPTIONS[raw["kind"]]) if isinstance(options, dict) else ["(not a mapping)"]
+        if unknown:
+            raise ConfigError(f"{where}: unknown options {unknown} for a {raw['kind']} feed; known: {sorted(FEED_OPTIONS[raw['kind']])}")
+        if raw["kind"] == "jdbc" and not (options.get("url") or options.get("url_env")):
+            raise ConfigError(f"{where}: a jdbc feed needs options.url_env (an environment variable holding the "
+                              "database URL) or options.url (without password)")
+        feeds.append(Feed(hospital_id, raw["kind"], raw["path"], raw.get("mapping"), dict(options)))
     if not feeds:
         raise ConfigError(f"{path}: 'feeds' is empty; a hospital needs at least one feed")
     return Hospital(hospital_id, data.get("name", hospital_id), tuple(feeds), data.get("schedule", "@daily"), data.get("hl7v2") or {})
@@ -140,6 +169,11 @@ def load_config(conf_dir: Path | str | None = None) -> Config:
         terminology = Terminology.from_csv_files(sorted((conf_dir / "terminology").glob("*.csv")))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    concept_maps = {}
+    for path in sorted((conf_dir / "terminology").glob("*.json")):
+        concept_maps.update(load_concept_map(path))
+    if concept_maps:
+        terminology = Terminology({**concept_maps, **terminology.entries})
     expectations = lake.get("expectations")
     return Config(
         conf_dir=conf_dir,
@@ -152,4 +186,57 @@ def load_config(conf_dir: Path | str | None = None) -> Config:
         views=views,
         engine=engine_settings(conf_dir),
         expectations_dir=(conf_dir / expectations) if expectations else PROJECT_ROOT / "expectations",
+        linkage=load_linkage(conf_dir),
     )
+
+
+def load_concept_map(path: Path) -> dict:
+    """A FHIR ConceptMap (JSON) as terminology entries: (source system, code) -> target `Concept`.
+
+    Only ``equivalent``/``equal``/``wider``/``relatedto`` (or no relationship) targets are used: a
+    ``narrower``, ``inexact`` or ``unmatched`` target would change what the code means.
+    """
+    from transforms.terminology import Concept
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("resourceType") != "ConceptMap":
+        raise ConfigError(f"{path}: expected a FHIR ConceptMap (resourceType ConceptMap)")
+    entries = {}
+    for index, group in enumerate(data.get("group") or []):
+        source, target = group.get("source"), group.get("target")
+        if not source or not target:
+            raise ConfigError(f"{path}: group[{index}] needs 'source' and 'target' code systems")
+        for element in group.get("element") or []:
+            for t in element.get("target") or []:
+                if t.get("equivalence", "equivalent") in ("equivalent", "equal", "wider", "relatedto") and t.get("code"):
+                    entries[(source, element["code"])] = Concept(target, t["code"], t.get("display"))
+                    break
+    return entries
+
+
+_LINKAGE_FIELDS = ("national_id", "mrn", "family", "given", "birth_date", "birth_date_unordered", "sex",
+                   "postal_code", "hospital")
+
+
+def load_linkage(conf_dir: Path) -> dict:
+    """conf/linkage.yaml (else the project's): ordered rules, national id systems; checked here."""
+    path = conf_dir / "linkage.yaml"
+    if not path.exists():
+        path = PROJECT_ROOT / "conf" / "linkage.yaml"
+    data = _yaml(path, required=False)
+    rules = data.get("rules") or []
+    if not isinstance(rules, list):
+        raise ConfigError(f"{path}: 'rules' must be a list of {{name, fields}}")
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, dict) or not rule.get("name") or not isinstance(rule.get("fields"), list) or not rule["fields"]:
+            raise ConfigError(f"{path}: rules[{index}] needs 'name' and a non-empty list 'fields'")
+        unknown = sorted(set(rule["fields"]) - set(_LINKAGE_FIELDS))
+        if unknown:
+            raise ConfigError(f"{path}: rules[{index}] ({rule['name']}) has unknown fields {unknown}; known: {list(_LINKAGE_FIELDS)}")
+    systems = data.get("national_id_systems") or []
+    if not isinstance(systems, list):
+        raise ConfigError(f"{path}: 'national_id_systems' must be a list of identifier system URIs")
+    return {"rules": rules, "national_id_systems": systems, "source": str(path)}

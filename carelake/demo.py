@@ -17,7 +17,7 @@ from carelake.pipeline import RunSummary, run_pipeline
 __all__ = ["prepare_demo", "run_demo", "MARKER"]
 
 MARKER = ".carelake-demo"
-_COPIED = ("engine.yaml", "lake.yaml", "deid.yaml", "regions.yaml", "views", "csv_mappings")
+_COPIED = ("engine.yaml", "lake.yaml", "deid.yaml", "grades.yaml", "regions.yaml", "airflow.yaml", "views", "csv_mappings")
 
 
 def prepare_demo(workdir: Path, *, hospitals: int, patients: int, seed: int) -> Path:

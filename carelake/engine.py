@@ -106,6 +106,8 @@ def _sail(settings: EngineSettings):
 
     # Sail logs every session at INFO on stderr; carelake reports its own progress. RUST_LOG wins.
     os.environ.setdefault("RUST_LOG", "error")
+    # Sail drops a session idle for a while; a pipeline can spend minutes in Python between queries.
+    os.environ.setdefault("SAIL_SPARK__SESSION_TIMEOUT_SECS", "86400")
     server = SparkConnectServer(ip="127.0.0.1", port=0)
     server.start(background=True)
     _server = server

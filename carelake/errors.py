@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["CarelakeError", "ConfigError", "KeyMissingError", "QualityGateError", "EngineError", "PrivacyGateError"]
+__all__ = ["CarelakeError", "ConfigError", "KeyMissingError", "QualityGateError", "EngineError", "PrivacyGateError",
+           "LandingFileError", "WriteConflictError", "StageFailedError"]
 
 
 class CarelakeError(Exception):
@@ -35,3 +36,22 @@ class PrivacyGateError(CarelakeError):
     """The PHI scan found identifying data bound for the curated zone: nothing was published."""
 
     exit_code = 5
+
+
+class LandingFileError(CarelakeError):
+    """A landing file was refused (too big, unreadable): the ingest stopped before any write."""
+
+    exit_code = 6
+
+
+class WriteConflictError(CarelakeError):
+    """A write kept losing concurrent Delta commits after every retry."""
+
+    exit_code = 7
+
+
+class StageFailedError(CarelakeError):
+    """A stage failed on something other than a carelake check (disk full, engine crash); the tables
+    committed before stay as they were and a rerun resumes."""
+
+    exit_code = 8

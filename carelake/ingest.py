@@ -1,7 +1,13 @@
-"""ingest runner: landing files of every configured feed -> bronze.records (MERGE on record_id)."""
+"""ingest runner: what every configured feed delivered -> bronze.records (MERGE on record_id).
+
+File feeds (hl7v2, csv, fhir) are listed here and split into records inside the engine
+(`transforms.ingest`). A jdbc feed reads its database incrementally (`carelake.feeds.jdbc`).
+A feed path that is absolute is read in place, outside the landing zone (ad-hoc runs, external data).
+"""
 
 from __future__ import annotations
 
+import glob as globlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,11 +18,12 @@ from pyspark.sql import functions as F
 from carelake.config import Feed
 from carelake.context import RunContext
 from carelake.errors import ConfigError
-from transforms.ingest import split_files
+from transforms.ingest import BRONZE_COLUMNS, split_files
 
-__all__ = ["run", "landing_files", "FILE_SCHEMA"]
+__all__ = ["run", "landing_files", "feed_paths", "FILE_SCHEMA"]
 
 FILE_SCHEMA = "hospital string, feed string, path string, source string, received_at string, entity string, options string"
+_BRONZE_NAMES = [name for name, _ in BRONZE_COLUMNS]
 
 
 def _received_at(path: Path) -> str:
@@ -33,13 +40,31 @@ def _check_csv_header(folder: Path, entity: str, mapping: dict, mapping_name: st
         raise ConfigError(f"{exc} (mapping {mapping_name!r}, conf/csv_mappings/{mapping_name}.yaml)") from None
 
 
-def landing_files(feeds: list[Feed], landing: Path, csv_mappings: dict[str, dict]) -> list[dict]:
-    """One row per landing file to read (see `transforms.ingest` for the columns)."""
+def feed_paths(pattern: str, landing: Path) -> list[Path]:
+    """Files (or, without glob characters, the folder) a feed path names: under landing, or in place when absolute."""
+    if Path(pattern).is_absolute():
+        return sorted(Path(p) for p in globlib.glob(pattern, recursive=True))
+    return sorted(landing.glob(pattern))
+
+
+def _source(path: Path, landing: Path) -> str:
+    """How bronze names a file: relative to landing, else its absolute path (read in place)."""
+    try:
+        return str(path.relative_to(landing))
+    except ValueError:
+        return str(path)
+
+
+def landing_files(feeds: list[Feed], landing: Path, csv_mappings: dict[str, dict], *,
+                  received_between: tuple[datetime, datetime] | None = None) -> list[dict]:
+    """One row per delivered file to read (see `transforms.ingest` for the columns)."""
     rows = []
     for feed in feeds:
         base = {"hospital": feed.hospital, "feed": feed.kind, "entity": None, "options": None}
+        if feed.kind == "jdbc":
+            continue
         if feed.kind == "csv":
-            folder = landing / feed.path
+            folder = Path(feed.path) if Path(feed.path).is_absolute() else landing / feed.path
             mapping = csv_mappings[feed.mapping]
             for entity, spec in (mapping.get("entities") or {}).items():
                 path = folder / spec["file"]
@@ -47,32 +72,65 @@ def landing_files(feeds: list[Feed], landing: Path, csv_mappings: dict[str, dict
                     continue
                 single = {**mapping, "entities": {entity: spec}}
                 _check_csv_header(folder, entity, single, feed.mapping)
-                rows.append({**base, "path": str(folder), "source": str(path.relative_to(landing)),
+                rows.append({**base, "path": str(folder), "source": _source(path, landing),
                              "received_at": _received_at(path), "entity": entity, "options": json.dumps(single)})
-        else:
-            for path in sorted(landing.glob(feed.path)):
-                if path.is_file():
-                    rows.append({**base, "path": str(path), "source": str(path.relative_to(landing)), "received_at": _received_at(path)})
+            continue
+        options = {k: v for k, v in feed.options.items() if k == "reference_files"}
+        for path in feed_paths(feed.path, landing):
+            if path.is_file():
+                rows.append({**base, "path": str(path), "source": _source(path, landing), "received_at": _received_at(path),
+                             "options": json.dumps(options) if options else None})
+    if received_between:  # files received (modified) in [start, end): one Airflow data interval
+        start, end = (t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") for t in received_between)
+        rows = [r for r in rows if start <= r["received_at"] < end]
     return rows
 
 
-def run(ctx: RunContext, *, hospitals: list[str] | None = None) -> dict:
-    """Ingest every feed (or those of `hospitals`); returns records read and new per feed."""
+def run(ctx: RunContext, *, hospitals: list[str] | None = None,
+        received_between: tuple[datetime, datetime] | None = None) -> dict:
+    """Ingest every feed (or those of `hospitals`); returns records read, new and skipped per feed."""
     lake, spark = ctx.lake, ctx.spark
     feeds = [f for f in ctx.config.feeds if hospitals is None or f.hospital in hospitals]
+    for feed in feeds:
+        if feed.kind == "fhir-rest":
+            raise ConfigError(f"hospital {feed.hospital}: fhir-rest feeds are not implemented yet; deliver the "
+                              "server's $export NDJSON files into landing and declare a fhir feed (docs/feeds.md)")
     with ctx.progress.step("ingest: list landing files") as note:
-        files = landing_files(feeds, lake.landing, ctx.config.csv_mappings)
+        files = landing_files(feeds, lake.landing, ctx.config.csv_mappings, received_between=received_between)
+        lake.check_landing_files(files)  # too big or unreadable: refused by name before any write
         note["detail"] = f"{len(files)} files from {len(feeds)} feeds"
-    if not files:
+    parts = []
+    if files:
+        with ctx.progress.step("ingest: split files into records"):
+            lake.overwrite(split_files(spark.createDataFrame(files, FILE_SCHEMA), max_record_bytes=lake.limits.max_record_bytes),
+                           "staging.ingest_batch")
+            parts.append(lake.read(spark, "staging.ingest_batch"))
+    jdbc = {}
+    for index, feed in enumerate(f for f in feeds if f.kind == "jdbc"):
+        from carelake.feeds.jdbc import read_feed
+
+        with ctx.progress.step(f"ingest: read {feed.name} from its database") as note:
+            table, jdbc[feed.name] = read_feed(ctx, feed)
+            if table is not None:  # read once: the database may change while the run counts
+                lake.overwrite(table, f"staging.jdbc_batch_{index}")
+                parts.append(lake.read(spark, f"staging.jdbc_batch_{index}"))
+            note["detail"] = f"{jdbc[feed.name]['rows']} rows"
+    if not parts:
         return {"files": 0, "feeds": {}}
-    with ctx.progress.step("ingest: split files into records") as note:
-        lake.overwrite(split_files(spark.createDataFrame(files, FILE_SCHEMA)), "staging.ingest_batch")
-        staged = lake.read(spark, "staging.ingest_batch")
+    staged = parts[0]
+    for part in parts[1:]:
+        staged = staged.unionByName(part.select(*_BRONZE_NAMES))
+    with ctx.progress.step("ingest: count and deduplicate records") as note:
         feed_name = F.concat_ws("/", "hospital", "feed").alias("feed_name")
-        read = {r["feed_name"]: r["count"] for r in staged.groupBy(feed_name).count().collect()}
+        skipped_rows = staged.filter(F.col("format").startswith("skipped:"))
+        skipped: dict = {}
+        for r in skipped_rows.groupBy(feed_name, "format").count().collect():
+            skipped.setdefault(r["feed_name"], {})[r["format"].removeprefix("skipped:")] = r["count"]
+        records = staged.filter(~F.col("format").startswith("skipped:"))
+        read = {r["feed_name"]: r["count"] for r in records.groupBy(feed_name).count().collect()}
         # a record delivered twice in one batch is kept once: the first delivery wins
         first = Window.partitionBy("record_id").orderBy("received_at", "source", "position")
-        batch = staged.withColumn("_n", F.row_number().over(first)).filter("_n = 1").drop("_n")
+        batch = records.withColumn("_n", F.row_number().over(first)).filter("_n = 1").drop("_n")
         known = lake.read(spark, "bronze.records").select("record_id") if lake.exists("bronze.records") else None
         new = batch if known is None else batch.join(known, "record_id", "left_anti")
         added = {r["feed_name"]: r["count"] for r in new.groupBy(feed_name).count().collect()}
@@ -80,5 +138,14 @@ def run(ctx: RunContext, *, hospitals: list[str] | None = None) -> dict:
     with ctx.progress.step("ingest: merge into bronze") as note:
         lake.merge(spark, batch, "bronze.records", keys=["record_id"], partition_by=["hospital"], update=False)
         note["detail"] = f"{sum(added.values())} new"
-    feeds_out = {name: {"read": read.get(name, 0), "new": added.get(name, 0)} for name in sorted(set(read) | {f.name for f in feeds})}
-    return {"files": len(files), "feeds": feeds_out}
+    for feed in (f for f in feeds if f.kind == "jdbc"):
+        from carelake.feeds.jdbc import commit_watermarks
+
+        commit_watermarks(ctx, feed, jdbc[feed.name])  # only once the rows are safely in bronze
+    names = {f.name for f in feeds}
+    feeds_out = {name: {"read": read.get(name, 0), "new": added.get(name, 0), **({"skipped": skipped[name]} if name in skipped else {})}
+                 for name in sorted(set(read) | names)}
+    out = {"files": len(files), "feeds": feeds_out}
+    if jdbc:
+        out["jdbc"] = {name: {k: v for k, v in state.items() if k != "pending"} for name, state in jdbc.items()}
+    return out

@@ -26,9 +26,14 @@ def deid_key(*, env_var: str = KEY_ENV, min_length: int = 32, environ: dict | No
             f"`python -c 'import secrets; print(secrets.token_hex(32))'`) or store it in the Airflow "
             f"variable {env_var.lower()}; no key, no run"
         )
-    if len(value) < min_length or value.lower().strip() in _DEFAULTS or len(set(value)) < 8:
+    if len(value) < min_length or value.lower().strip() in _DEFAULTS or len(set(value)) < 8 or _repeats(value):
         raise KeyMissingError(f"the key in {env_var} is too weak: use at least {min_length} random characters")
     return value.encode("utf-8")
+
+
+def _repeats(value: str) -> bool:
+    """A key made of one short block repeated ("0123456789" * 4) has far less entropy than its length."""
+    return any(len(value) % n == 0 and value == value[:n] * (len(value) // n) for n in range(1, len(value) // 2 + 1))
 
 
 def throwaway_key() -> str:

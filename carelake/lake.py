@@ -14,20 +14,44 @@ marts         curated   curated/marts/<name>
 ============  ========  ====================
 
 Writes are idempotent: `merge` upserts on a key and rewrites a row only when it changed; `overwrite`
-replaces a whole table or one partition.
+replaces a whole table or one partition. Each write is one Delta commit, so a process killed at any
+point leaves every table at its last committed version (see docs/reliability.md).
+
+Several runs may write the same table at once (ingest DAGs of different hospitals): a write that loses
+the race for a Delta commit is retried with jittered exponential backoff (`Limits.write_retries`).
+Staging tables are private to a run: a Lake made with `scope` (`Lake.for_run`) resolves
+``staging.<name>`` under ``phi/_staging/<scope>/``, so concurrent runs never overwrite each other's
+intermediate tables; the pipeline removes the folder when the run ends.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 import re
-from dataclasses import dataclass
+import shutil
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from carelake.config import Config
-from carelake.errors import ConfigError
+import yaml
 
-__all__ = ["Lake", "TableInfo", "LAYERS", "default_workdir"]
+from carelake.config import Config
+from carelake.errors import ConfigError, LandingFileError, WriteConflictError
+
+__all__ = ["Lake", "TableInfo", "Limits", "LAYERS", "default_workdir", "is_commit_conflict", "FAULT_ENV"]
+
+log = logging.getLogger(__name__)
+
+#: Fault injection for the crash tests: ``<point>@<table>`` (``*`` for any table), optionally
+#: ``#<n>`` for the n-th matching write (1-based). Points: ``before_write``, ``during_write`` (a timer
+#: fires ``CARELAKE_FAULT_DELAY`` seconds into the write), ``after_write``. The process kills itself
+#: with SIGKILL, as the kernel's OOM killer or a node loss would: no cleanup, no atexit.
+FAULT_ENV = "CARELAKE_FAULT"
 
 LAYERS = {
     "bronze": ("phi", "bronze"),
@@ -45,6 +69,38 @@ def default_workdir() -> Path:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Resource limits and write retries (conf/lake.yaml ``limits``)."""
+
+    #: a record (HL7 v2 message, CSV row, FHIR resource) larger than this is kept in bronze as a marker
+    #: and quarantined with TOO_LARGE: one giant message must not take a run down
+    max_record_bytes: int = 4 * 1024 * 1024
+    #: a landing file larger than this is refused before any work, naming the file
+    max_file_bytes: int = 2 * 1024 * 1024 * 1024
+    #: attempts for a write that loses a concurrent Delta commit race
+    write_retries: int = 8
+    retry_base_seconds: float = 0.5
+    retry_max_seconds: float = 20.0
+    #: staging folders of runs that died are swept when older than this
+    staging_ttl_hours: float = 24.0
+
+    @classmethod
+    def from_dict(cls, data: dict | None, where: str = "conf/lake.yaml") -> "Limits":
+        data = data or {}
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) under 'limits': {', '.join(unknown)}; known: {', '.join(known)}")
+        values = {}
+        for name, value in data.items():
+            kind = type(getattr(cls, name))
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"{where}: limits.{name} must be a positive number, found {value!r}")
+            values[name] = kind(value)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class TableInfo:
     name: str
     zone: str
@@ -59,16 +115,41 @@ class Lake:
 
     workdir: Path
     zones: dict[str, str]
+    limits: Limits = field(default_factory=Limits)
+    #: the run whose staging tables this Lake resolves; None: the shared ``phi/_staging/<name>``
+    scope: str | None = None
+    #: (table, version) of every commit made through this Lake, for the audit
+    writes: list = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
-    def from_config(cls, config: Config, workdir: Path | str | None = None) -> "Lake":
-        return cls(Path(workdir or default_workdir()).resolve(), dict(config.zones))
+    def from_config(cls, config: Config, workdir: Path | str | None = None, *, run_id: str | None = None) -> "Lake":
+        lake_yaml = Path(config.conf_dir) / "lake.yaml"
+        data = (yaml.safe_load(lake_yaml.read_text(encoding="utf-8")) or {}) if lake_yaml.exists() else {}
+        limits = Limits.from_dict(data.get("limits") if isinstance(data, dict) else None, str(lake_yaml))
+        lake = cls(Path(workdir or default_workdir()).resolve(), dict(config.zones), limits)
+        return lake.for_run(run_id) if run_id else lake
+
+    def for_run(self, run_id: str) -> "Lake":
+        """This lake with staging private to `run_id` (plus a random suffix: two tasks of one Airflow run
+        may run at once)."""
+        safe = re.sub(r"[^A-Za-z0-9_-]", "_", run_id)[-80:]
+        return Lake(self.workdir, self.zones, self.limits, f"{safe}-{uuid.uuid4().hex[:8]}")
 
     def zone(self, zone: str) -> Path:
         if zone not in self.zones:
             raise ConfigError(f"unknown zone {zone!r}; zones: {', '.join(self.zones)}")
-        root = Path(self.zones[zone])
+        value = str(self.zones[zone])
+        if "://" in value:
+            if not value.startswith("file://"):
+                raise ConfigError(f"zone {zone}: {value!r} — only local paths and file:// URIs are supported by the "
+                                  "embedded engine; mount object storage or run on a Spark cluster")
+            value = value[len("file://"):]
+        root = Path(value).expanduser()
         return root if root.is_absolute() else self.workdir / root
+
+    @property
+    def staging_root(self) -> Path:
+        return self.zone("phi") / "_staging"
 
     @property
     def landing(self) -> Path:
@@ -87,6 +168,8 @@ class Lake:
         layer, name = self._split(table)
         zone, folder = LAYERS[layer]
         path = self.zone(zone) / folder / name
+        if layer == "staging" and self.scope:
+            path = self.staging_root / self.scope / name
         other = self.zone("phi" if zone == "curated" else "curated").resolve()
         if other == path.resolve() or other in path.resolve().parents:
             raise ConfigError(f"table {table} would be written inside the {('phi' if zone == 'curated' else 'curated')} zone ({path}); give the zones separate roots in conf/lake.yaml")
@@ -112,12 +195,15 @@ class Lake:
 
     def overwrite(self, df, table: str, *, partition_by: list[str] | None = None, replace_where: str | None = None) -> None:
         """Replace the table (or, with `replace_where`, the rows of one partition) by `df`."""
-        writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-        if partition_by:
-            writer = writer.partitionBy(*partition_by)
-        if replace_where and self.exists(table):
-            writer = writer.option("replaceWhere", replace_where)
-        writer.save(str(self.path(table)))
+        def write():
+            writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+            if partition_by:
+                writer = writer.partitionBy(*partition_by)
+            if replace_where and self.exists(table):
+                writer = writer.option("replaceWhere", replace_where)
+            writer.save(str(self.path(table)))
+
+        self._commit(table, write)
 
     def merge(self, spark, df, table: str, *, keys: list[str], partition_by: list[str] | None = None,
               delete_when: str | None = None, insert_when: str | None = None, update: bool = True) -> None:
@@ -126,14 +212,26 @@ class Lake:
         `df` must hold each key once. `delete_when` / `insert_when` are SQL conditions on the source
         (alias ``s``) that delete matched rows or limit which unmatched rows are inserted.
         """
-        if not self.exists(table):
-            rows = df.alias("s").filter(insert_when).select(*df.columns) if insert_when else df
-            writer = rows.write.format("delta").mode("overwrite")
+        path = str(self.path(table))
+        rows = df.alias("s").filter(insert_when).select(*df.columns) if insert_when else df
+
+        def create() -> bool:
+            # mode "error", not "overwrite": when another run creates the table first, its rows must
+            # not be replaced; we lose the race, see "already exists" and MERGE instead
+            writer = rows.write.format("delta").mode("error")
             if partition_by:
                 writer = writer.partitionBy(*partition_by)
-            writer.save(str(self.path(table)))
+            try:
+                writer.save(path)
+                return True
+            except Exception as exc:
+                if "already exists" in str(exc):
+                    return False
+                raise
+
+        if not self.exists(table) and self._commit(table, create):
             return
-        view = f"carelake_src_{abs(hash((table, id(df)))) % 10**12}"
+        view = f"carelake_src_{uuid.uuid4().hex[:12]}"
         df.createOrReplaceTempView(view)
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
         changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in df.columns if c not in keys)
@@ -143,8 +241,86 @@ class Lake:
         if update and changed:
             clauses.append(f"WHEN MATCHED AND ({changed}) THEN UPDATE SET *")
         clauses.append(f"WHEN NOT MATCHED {('AND (' + insert_when + ')') if insert_when else ''} THEN INSERT *")
-        spark.sql(f"MERGE INTO delta.`{self.path(table)}` AS t USING {view} AS s ON {on} " + " ".join(clauses)).collect()
-        spark.catalog.dropTempView(view)
+        statement = f"MERGE INTO delta.`{path}` AS t USING {view} AS s ON {on} " + " ".join(clauses)
+        try:
+            self._commit(table, lambda: spark.sql(statement).collect())
+        finally:
+            spark.catalog.dropTempView(view)
+
+    def _commit(self, table: str, write):
+        """Run `write` (one Delta commit), retrying when a concurrent writer committed first."""
+        limits = self.limits
+        _fault("before_write", table)
+        for attempt in range(1, limits.write_retries + 1):
+            timer = _fault_timer("during_write", table)
+            try:
+                result = write()
+                break
+            except Exception as exc:
+                if not is_commit_conflict(exc):
+                    raise
+                if attempt == limits.write_retries:
+                    raise WriteConflictError(
+                        f"{table}: {attempt} attempts lost a concurrent Delta commit; another writer keeps changing "
+                        f"the table — rerun, or raise limits.write_retries in conf/lake.yaml") from None
+                # full jitter: concurrent losers must not retry in lock step
+                delay = random.uniform(0, min(limits.retry_max_seconds, limits.retry_base_seconds * 2 ** (attempt - 1)))
+                log.info("%s: concurrent commit, retry %d/%d in %.2fs", table, attempt, limits.write_retries - 1, delay)
+                time.sleep(delay)
+            finally:
+                if timer is not None and timer.is_alive():
+                    # the write beat the timer: die now, so that the kill the test asked for happens
+                    timer.cancel()
+                    _die()
+        self._record_write(table)
+        _fault("after_write", table)
+        return result
+
+    def _record_write(self, table: str) -> None:
+        try:
+            from deltalake import DeltaTable
+
+            version = DeltaTable(str(self.path(table))).version()
+        except Exception:  # the audit is best effort; the commit itself succeeded
+            version = None
+        self.writes.append((table, version))
+
+    def drop_staging(self) -> None:
+        """Remove this run's staging folder (a Lake without a scope owns none)."""
+        if self.scope:
+            shutil.rmtree(self.staging_root / self.scope, ignore_errors=True)
+
+    def sweep_staging(self, *, now: float | None = None) -> list[str]:
+        """Remove staging folders of runs that died more than `limits.staging_ttl_hours` ago."""
+        root, removed = self.staging_root, []
+        if not root.is_dir():
+            return removed
+        cutoff = (now or time.time()) - self.limits.staging_ttl_hours * 3600
+        for folder in root.iterdir():
+            if folder.is_dir() and not (folder / "_delta_log").exists() and folder.name != self.scope:
+                newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)
+                if newest < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder.name)
+        return removed
+
+    def check_landing_files(self, files: list[dict]) -> None:
+        """Refuse, before any work, a landing file that is too big or cannot be read, naming it."""
+        limit = self.limits.max_file_bytes
+        for row in files:
+            path = Path(row["path"])
+            targets = [path] if path.is_file() else [self.landing / row["source"]]
+            for target in targets:
+                try:
+                    size = target.stat().st_size
+                    with open(target, "rb") as handle:
+                        handle.read(1)
+                except OSError as exc:
+                    raise LandingFileError(f"landing file {row['source']} cannot be read ({exc.strerror or type(exc).__name__}); "
+                                           "fix its permissions or remove it, then rerun — nothing was ingested") from None
+                if size > limit:
+                    raise LandingFileError(f"landing file {row['source']} is {size:,} bytes, over limits.max_file_bytes "
+                                           f"({limit:,}) in conf/lake.yaml; split the delivery or raise the limit — nothing was ingested")
 
     # -- listing ------------------------------------------------------------------------------
 
@@ -166,6 +342,52 @@ class Lake:
                 table = DeltaTable(str(folder))
                 found.append(TableInfo(name, zone, str(folder), _row_count(table), table.version()))
         return found
+
+
+def is_commit_conflict(exc: BaseException) -> bool:
+    """A write that lost a concurrent commit: Sail says ``Failed to commit transaction`` (a
+    SparkRuntimeException); Delta on JVM Spark raises its Concurrent*Exception classes."""
+    text = f"{type(exc).__name__}: {exc}"
+    return "Failed to commit transaction" in text or any(
+        marker in text for marker in ("ConcurrentAppendException", "ConcurrentDeleteReadException",
+                                      "ConcurrentDeleteDeleteException", "ConcurrentTransactionException",
+                                      "MetadataChangedException", "ProtocolChangedException", "DELTA_CONCURRENT_"))
+
+
+def _fault_matches(point: str, table: str) -> bool:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return False
+    for one in spec.split(","):
+        where, _, nth = one.partition("#")
+        want_point, _, want_table = where.partition("@")
+        if want_point != point or want_table not in ("*", table):
+            continue
+        key = f"{FAULT_ENV}_SEEN_{one}"
+        seen = int(os.environ.get(key, "0")) + 1
+        os.environ[key] = str(seen)
+        if seen == int(nth or 1):
+            return True
+    return False
+
+
+def _die() -> None:
+    log.warning("fault injection: SIGKILL")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fault(point: str, table: str) -> None:
+    if _fault_matches(point, table):
+        _die()
+
+
+def _fault_timer(point: str, table: str):
+    if not _fault_matches(point, table):
+        return None
+    timer = threading.Timer(float(os.environ.get("CARELAKE_FAULT_DELAY", "0.05")), _die)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _table_name(zone: str, parts: tuple[str, ...]) -> str:

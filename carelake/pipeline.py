@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import random
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -12,7 +15,7 @@ from pathlib import Path
 from carelake.config import Config, load_config
 from carelake.context import Progress, RunContext, new_run_id
 from carelake.engine import get_spark
-from carelake.errors import CarelakeError
+from carelake.errors import CarelakeError, StageFailedError
 from carelake.lake import Lake
 
 __all__ = ["STAGES", "run_pipeline", "RunSummary", "summarize"]
@@ -44,9 +47,11 @@ def _stage(name: str):
 
 def run_pipeline(config: Config | Path | str | None, workdir: Path | str | None, stages: list[str] | None = None, *,
                  progress: Progress | None = None, as_of: date | None = None, run_id: str | None = None,
-                 triggered_by: str = "cli") -> RunSummary:
+                 triggered_by: str = "cli", hospitals: list[str] | None = None,
+                 received_between: tuple[datetime, datetime] | None = None) -> RunSummary:
     """Run `stages` (default: all, in order). A quality or privacy gate stops the run with its message
-    in `RunSummary.error`; the tables published before stay as they were."""
+    in `RunSummary.error`; the tables published before stay as they were. `hospitals` and
+    `received_between` restrict ingest (see `carelake.ingest.run`)."""
     config = config if isinstance(config, Config) else load_config(config)
     stages = list(stages or STAGES)
     for name in stages:
@@ -56,36 +61,159 @@ def run_pipeline(config: Config | Path | str | None, workdir: Path | str | None,
     from carelake.curate import deid_policy
 
     deid_policy(config, as_of or date.today())  # no key, no run: checked before any work
-    lake = Lake.from_config(config, workdir)
-    ctx = RunContext(config, lake, get_spark(config.engine), run_id=run_id or new_run_id(),
+    run_id = run_id or new_run_id()
+    lake = Lake.from_config(config, workdir, run_id=run_id)  # staging private to this run
+    lake.sweep_staging()
+    ctx = RunContext(config, lake, get_spark(config.engine), run_id=run_id,
                      as_of=as_of or datetime.now(timezone.utc).date(), progress=progress or Progress(enabled=False))
     summary = RunSummary(ctx.run_id, stages)
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    inputs = _inputs(ctx, hospitals, received_between) if "ingest" in stages else []
+    detail = None
     for name in stages:
         log.info("stage %s starts (run %s)", name, ctx.run_id)
         try:
-            ctx.results[name] = _stage(name)(ctx)
+            options = {"hospitals": hospitals, "received_between": received_between} if name == "ingest" else {}
+            ctx.results[name] = _stage(name)(ctx, **options)
         except CarelakeError as exc:
             summary.error, summary.exit_code = f"{name}: {exc}", exc.exit_code
             ctx.results[name] = {"error": str(exc)}
             break
+        except Exception as exc:  # disk full, engine crash, a bug: the run still ends with a clear, PHI-free message
+            failure = StageFailedError(f"{describe_failure(exc)}; tables committed before are unchanged and a rerun "
+                                       f"resumes (details: phi.audit, run {ctx.run_id})")
+            summary.error, summary.exit_code = f"{name}: {failure}", failure.exit_code
+            ctx.results[name] = {"error": str(failure)}
+            detail = traceback.format_exc()  # may quote data: kept in the phi zone only
+            log.error("stage %s failed: %s", name, failure)
+            break
     summary.results = ctx.results
+    try:  # the quality officer's page, every run; it must never hide the run's own outcome
+        from carelake.run_report import write_run_report
+
+        ctx.results["report"] = str(write_run_report(ctx.lake, ctx.spark, ctx.run_id, status="failed" if summary.error else "succeeded",
+                                                     error=summary.error, results=ctx.results))
+    except Exception:
+        log.exception("the run report of run %s could not be written", ctx.run_id)
     summary.seconds = time.monotonic() - started
-    _audit(ctx, summary, started_at, triggered_by)
+    lake.drop_staging()
+    try:
+        _audit(ctx, summary, started_at, triggered_by, inputs=inputs, error_detail=detail)
+    except Exception as exc:  # the run's outcome stands; say that its audit row is missing
+        log.error("run %s: the audit row could not be written: %s", ctx.run_id, describe_failure(exc))
+        if not summary.error:
+            summary.error, summary.exit_code = f"audit: {describe_failure(exc)}", StageFailedError.exit_code
     return summary
 
 
-def _audit(ctx: RunContext, summary: RunSummary, started_at: str, triggered_by: str) -> None:
-    """One row per run in phi.audit: who, when, which stages, outcome, counts (never record content)."""
+#: operating-system conditions worth naming in a failure message (their text carries no data)
+_OS_CONDITIONS = ("No space left on device", "Disk quota exceeded", "File too large", "Read-only file system",
+                  "Permission denied", "Too many open files", "Cannot allocate memory", "Input/output error")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What failed, without the exception's free text: engine and parser messages may quote values."""
+    text = f"{exc!s} {exc.__cause__!s}"
+    what = type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        what += f" ({exc.strerror})"
+    else:
+        conditions = [c for c in _OS_CONDITIONS if c in text]
+        error_class = getattr(exc, "getErrorClass", lambda: None)()
+        if error_class:
+            what += f" [{error_class}]"
+        if conditions:
+            what += f" ({', '.join(conditions)})"
+    return what
+
+
+def _inputs(ctx: RunContext, hospitals, received_between) -> list[dict]:
+    """Landing files this run's ingest will read, with size and SHA-256 (which delivery made which table)."""
+    import hashlib
+
+    from carelake.ingest import landing_files
+
+    feeds = [f for f in ctx.config.feeds if hospitals is None or f.hospital in hospitals]
+    try:
+        files = landing_files(feeds, ctx.lake.landing, ctx.config.csv_mappings, received_between=received_between)
+    except Exception:  # ingest itself reports a bad landing zone, with its own message
+        return []
+    out = []
+    for row in files:
+        path = Path(row["path"]) if Path(row["path"]).is_file() else ctx.lake.landing / row["source"]
+        digest, size = hashlib.sha256(), 0
+        try:
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except OSError:
+            out.append({"source": row["source"], "hospital": row["hospital"], "feed": row["feed"], "bytes": None, "sha256": None})
+            continue
+        out.append({"source": row["source"], "hospital": row["hospital"], "feed": row["feed"], "bytes": size, "sha256": digest.hexdigest()})
+    return out
+
+
+AUDIT_SCHEMA = (
+    ("run_id", "string"), ("triggered_by", "string"), ("user", "string"), ("host", "string"), ("started_at", "string"),
+    ("finished_at", "string"), ("stages", "string"), ("status", "string"), ("exit_code", "int"), ("error", "string"),
+    ("error_detail", "string"), ("inputs", "string"), ("input_files", "int"), ("tables_written", "string"), ("summary", "string"),
+)
+
+
+def _audit(ctx: RunContext, summary: RunSummary, started_at: str, triggered_by: str, *, inputs: list[dict],
+           error_detail: str | None) -> None:
+    """One row per run in phi.audit: who, when, which inputs (landing files and hashes), which tables
+    and versions it wrote with their row counts, outcome and counts (never record content).
+
+    Written with delta-rs, not the engine: the audit must land even when the engine is what failed. A
+    retry of the same run id (an Airflow task retry) replaces its row.
+    """
+    import getpass
+    import socket
+
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    lake = ctx.lake
+    versions: dict[str, int | None] = {}
+    for table, version in lake.writes:
+        if not table.startswith("staging."):
+            versions[table] = version if versions.get(table) is None else max(versions[table], version or 0)
+    rows = {t.name: t.rows for t in lake.tables() if t.name in versions}
+    written = {t: {"version": v, "rows": rows.get(t)} for t, v in sorted(versions.items())}
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry (containers): the uid still says who
+        user = f"uid:{os.getuid()}"
     row = {
-        "run_id": summary.run_id, "triggered_by": triggered_by, "started_at": started_at,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "stages": ",".join(summary.stages),
-        "status": "failed" if summary.error else "succeeded", "error": summary.error,
+        "run_id": summary.run_id, "triggered_by": triggered_by, "user": user, "host": socket.gethostname(),
+        "started_at": started_at, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "stages": ",".join(summary.stages), "status": "failed" if summary.error else "succeeded",
+        "exit_code": summary.exit_code, "error": summary.error, "error_detail": error_detail,
+        "inputs": json.dumps(inputs, sort_keys=True), "input_files": len(inputs),
+        "tables_written": json.dumps(written, sort_keys=True),
         "summary": json.dumps(summary.results, default=str, sort_keys=True),
     }
-    schema = "run_id string, triggered_by string, started_at string, finished_at string, stages string, status string, error string, summary string"
-    ctx.lake.merge(ctx.spark, ctx.spark.createDataFrame([row], schema), "phi.audit", keys=["run_id"])
+    types = {"string": pa.string(), "int": pa.int32()}
+    schema = pa.schema([(name, types[kind]) for name, kind in AUDIT_SCHEMA])
+    data = pa.Table.from_pylist([row], schema=schema)
+    path = str(lake.path("phi.audit"))
+    for attempt in range(1, lake.limits.write_retries + 1):
+        try:
+            if not lake.exists("phi.audit"):
+                write_deltalake(path, data, mode="append")
+            else:
+                (DeltaTable(path).merge(data, "t.run_id = s.run_id", source_alias="s", target_alias="t", merge_schema=True)
+                 .when_matched_update_all().when_not_matched_insert_all().execute())
+            return
+        except Exception as exc:
+            from deltalake.exceptions import CommitFailedError
+
+            if attempt == lake.limits.write_retries or not isinstance(exc, CommitFailedError):
+                raise
+            time.sleep(random.uniform(0, min(lake.limits.retry_max_seconds, lake.limits.retry_base_seconds * 2 ** attempt)))
 
 
 def summarize(lake: Lake, spark) -> dict:

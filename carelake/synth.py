@@ -17,6 +17,11 @@ Design choices that other stages rely on:
   the ground truth stays complete; each is listed in ``bad_records.csv`` with its expected error code.
 - Files are written through streaming handles, one person at a time: memory grows with the population
   (a few hundred bytes per person), not with the number of records.
+- Realistic noise for person linkage (`NOISE`): each hospital's information system holds its own copy of a
+  person's demographics, with a typo in a name, no national id, an old address or day and month swapped in
+  the birth date for a share of persons. The noise is per (person, hospital), the same in all three feeds
+  of that hospital (they come from one system), and drawn from its own random stream, so the clinical
+  data stays what it was. ``persons.csv`` keeps the true values; ``noise.csv`` lists what was changed.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import csv
 import json
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
@@ -47,6 +52,8 @@ FIRST_DATE = date(2019, 1, 1)
 FEEDS = ("hl7v2", "csv", "fhir")
 #: Share of persons who are patients of more than one hospital.
 MULTI_HOSPITAL_SHARE = 0.30
+#: Per (person, hospital): probability of each kind of demographic noise (see the module docstring).
+NOISE = {"name_typo": 0.04, "no_national_id": 0.10, "moved": 0.08, "swapped_birth_day_month": 0.02}
 
 _TZ = ZoneInfo("Europe/Berlin")
 _END_OF_REFERENCE = datetime(2026, 6, 30, 23, 59, 59, tzinfo=_TZ)
@@ -446,6 +453,44 @@ def _population(rng: random.Random, count: int, hospitals: list[str], prefixes: 
     return persons
 
 
+def _typo(rng: random.Random, text: str) -> str:
+    """One keyboard slip: two neighbouring letters swapped, or one letter doubled or dropped."""
+    letters = [i for i, ch in enumerate(text) if ch.isalpha()]
+    if len(letters) < 3:
+        return text + text[-1]
+    i = rng.choice(letters[1:-1])
+    kind = rng.randrange(3)
+    if kind == 0 and text[i + 1].isalpha() and text[i] != text[i + 1]:
+        return text[:i] + text[i + 1] + text[i] + text[i + 2:]
+    if kind == 1:
+        return text[:i] + text[i] + text[i:]
+    return text[:i] + text[i + 1:]
+
+
+def _noisy(person: _Person, hospital: str, seed: int, prefixes: list[str]) -> tuple[_Person, list[str]]:
+    """The person as one hospital's system knows them, and the kinds of noise applied."""
+    rng = random.Random(f"carelake-synth/{seed}/{hospital}/noise/{person.index}")
+    changes: dict = {}
+    kinds = []
+    if rng.random() < NOISE["name_typo"]:
+        which = rng.choice(("family", "given"))
+        changes[which] = _typo(rng, getattr(person, which))
+        kinds.append(f"{which}_typo")
+    if rng.random() < NOISE["no_national_id"]:
+        changes["national_id"] = ""
+        kinds.append("no_national_id")
+    if rng.random() < NOISE["moved"]:
+        prefix = person.postal_code[:3] if rng.random() < 0.5 else rng.choice(prefixes)
+        changes["street"] = _street(rng)
+        changes["postal_code"] = f"{prefix}{(int(person.postal_code[3:]) + rng.randint(1, 98)) % 100:02d}"
+        kinds.append("moved")
+    born = person.birth_date
+    if rng.random() < NOISE["swapped_birth_day_month"] and born.day <= 12 and born.day != born.month:
+        changes["birth_date"] = date(born.year, born.day, born.month)
+        kinds.append("swapped_birth_day_month")
+    return (replace(person, **changes) if changes else person), kinds
+
+
 # ---------------------------------------------------------------------------------------------------
 # Clinical events
 
@@ -690,12 +735,13 @@ def _coding(system: str, code: str, display: str | None = None) -> dict:
 
 
 def _fhir_patient(hospital: str, person: _Person, mrn: str) -> dict:
+    national = [{"use": "official", "type": {"coding": [_coding(_V2_0203, "NI")]}, "system": NATIONAL_ID_SYSTEM,
+                 "value": person.national_id}] if person.national_id else []
     return {
         "resourceType": "Patient", "id": mrn,
         "identifier": [
             {"use": "usual", "type": {"coding": [_coding(_V2_0203, "MR")]}, "system": mrn_system(hospital), "value": mrn},
-            {"use": "official", "type": {"coding": [_coding(_V2_0203, "NI")]}, "system": NATIONAL_ID_SYSTEM,
-             "value": person.national_id},
+            *national,
         ],
         "name": [{"use": "official", "family": person.family, "given": [person.given]}],
         "telecom": [{"system": "phone", "value": person.phone, "use": "home"}],
@@ -865,7 +911,9 @@ class _Hl7Feed(_Feed):
         return self._pid_cache[1]
 
     def _build_pid(self, person: _Person, mrn: str) -> str:
-        identifiers = f"{hl7_escape(mrn)}^^^{self.authority}^MR~{person.national_id}^^^REGION^NI"
+        identifiers = f"{hl7_escape(mrn)}^^^{self.authority}^MR"
+        if person.national_id:
+            identifiers += f"~{person.national_id}^^^REGION^NI"
         address = f"{hl7_escape(person.street)}^^{hl7_escape(person.city)}^^{person.postal_code}^^H"
         sex = {"male": "M", "female": "F", "other": "O", "unknown": "U"}[person.sex]
         return _segment("PID", {1: "1", 3: identifiers, 5: f"{hl7_escape(person.family)}^{hl7_escape(person.given)}",
@@ -992,7 +1040,8 @@ def _check_prefixes(prefixes: list[str]) -> None:
         raise ValueError(f"postal_prefixes must be 3-digit strings, got {bad}")
 
 
-def _write_hospital(landing: Path, hospital: str, index: int, seed: int, members: list[_Person]):
+def _write_hospital(landing: Path, hospital: str, index: int, seed: int, members: list[_Person],
+                    prefixes: list[str], noise: list[tuple[int, str, str]]):
     rng = random.Random(f"carelake-synth/{seed}/{hospital}")
     counters = _Counters(index)
     feeds = {"csv": _CsvFeed(landing, hospital, rng, counters), "fhir": _FhirFeed(landing, hospital, rng),
@@ -1003,8 +1052,10 @@ def _write_hospital(landing: Path, hospital: str, index: int, seed: int, members
         by_feed: dict[str, list[_Encounter]] = {}
         for encounter in _encounters(rng, person, counters):
             by_feed.setdefault(feed_for_year(encounter.start.year), []).append(encounter)
+        known, kinds = _noisy(person, hospital, seed, prefixes)
+        noise += [(person.index, hospital, kind) for kind in kinds]
         for feed, encounters in by_feed.items():
-            feeds[feed].write(person, mrn, encounters)
+            feeds[feed].write(known, mrn, encounters)
             fallback = fallback or (person, mrn, encounters[0])
     if fallback is None:
         raise ValueError(f"{hospital} has no patients; raise `patients` so every hospital gets some")
@@ -1059,13 +1110,19 @@ def generate(
     _write_persons(persons_csv, persons, ids)
 
     records, encounters, bad, patient_counts = {}, {}, [], {}
+    noise: list[tuple[int, str, str]] = []
+    prefixes = list(dict.fromkeys(postal_prefixes))
     for index, hospital in enumerate(ids):
         members = [p for p in persons if index in p.hospitals]
-        feeds = _write_hospital(landing, hospital, index, seed, members)
+        feeds = _write_hospital(landing, hospital, index, seed, members, prefixes, noise)
         patient_counts[hospital] = len(members)
         records[hospital] = {name: feed.total() for name, feed in feeds.items()}
         encounters[hospital] = {name: feed.encounters for name, feed in feeds.items()}
         bad += [b for name in FEEDS for b in feeds[name].bad]
     _write_bad(bad_csv, bad)
+    with open(truth_dir / "noise.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["person_index", "hospital", "noise"])
+        writer.writerows(noise)
     return SynthResult(landing, truth_dir, tuple(ids), len(persons), patient_counts, records, encounters,
                        tuple(bad), persons_csv, bad_csv)

@@ -1,22 +1,203 @@
 """validate runner: the Great Expectations suites of expectations/ on silver (stage `validate`), and on
-staged gold and marts before they are published (called by the curate and marts runners)."""
+staged gold and marts before they are published (called by the curate and marts runners).
+
+Silver tables hold FHIR resources as JSON, which GE cannot look into. So the validate stage hands GE
+a *quality view* of each silver table: the silver columns plus derived check columns read from the
+resource with Spark's JSON functions (``get_json_object``, ``from_json``; Sail and JVM Spark both have
+them) and joins against the other silver tables (does the referenced Patient exist?). The views are
+written to ``staging.quality_<table>`` (phi zone: they are derived from PHI) so that GE's many queries
+read a materialised table instead of re-parsing JSON and re-joining for every expectation.
+
+Derived columns (all nullable; GE's column-map expectations skip nulls, so a column is null where the
+check does not apply, e.g. an Observation without an encounter):
+
+==========================  =====================================================================
+column                      meaning
+==========================  =====================================================================
+json_resource_type          ``resource.resourceType``
+json_id_matches             ``resource.id`` equals the ``id`` column
+status                      ``resource.status`` (where the resource type has one)
+patient_resolves            ``patient_id`` names a Patient in silver.patient (null without patient_id)
+encounter_resolves          ``resource.encounter`` names an Encounter in silver.encounter
+results_resolve             every ``DiagnosticReport.result`` names an Observation in silver.observation
+code_system_known           ``code`` has a coding from an expected system (standard or the hospital's own)
+code_standard               ``code`` has a coding from the standard system (LOINC, ICD-10/SNOMED CT)
+date_plausible              the resource's main date lies between 1900-01-01 and the run date (+1 year
+                            for encounters, which may be planned)
+period_in_order             ``period.end`` is not before ``period.start``
+unit_consistent             the unit is the one most used for this lab code (LOINC, else hospital +
+                            local code) in this table
+birth_date_plausible        ``birthDate`` between 1900-01-01 and the run date
+gender                      ``Patient.gender``
+has_identifier              the Patient carries at least one identifier value
+==========================  =====================================================================
+
+Conservation (``bronze = normalized + quarantined`` per feed) is validated as the table
+``phi.conservation``: one row per feed (``feed``, ``bronze``, ``normalized``, ``quarantined``,
+``balanced``, ``quarantine_rate``), built from bronze.records and phi.record_status.
+"""
 
 from __future__ import annotations
 
-from carelake.context import RunContext
-from carelake.quality import QualityReport, validate_tables
+import datetime as dt
 
-__all__ = ["run", "validate", "id_column_of"]
+from carelake.context import RunContext
+from carelake.quality import CRITICAL, QualityReport, validate_tables
+
+__all__ = ["run", "validate", "id_column_of", "quality_view", "conservation_frame", "CONSERVATION_TABLE"]
+
+CONSERVATION_TABLE = "phi.conservation"
+
+LOINC = "http://loinc.org"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+SNOMED = "http://snomed.info/sct"
+LOCAL_PREFIX = "urn:carelake:"
+
+# Per resource type: the JSON path of its code, the standard systems of that code, its main date, and
+# whether that date may lie in the near future (a planned encounter).
+_CODE = {
+    "Observation": ("$.code.coding", (LOINC,)),
+    "DiagnosticReport": ("$.code.coding", (LOINC,)),
+    "Condition": ("$.code.coding", (ICD10, SNOMED)),
+    "Procedure": ("$.code.coding", (SNOMED,)),
+    "Immunization": ("$.vaccineCode.coding", ("http://hl7.org/fhir/sid/cvx", SNOMED)),
+    "MedicationRequest": ("$.medicationCodeableConcept.coding", ("http://www.nlm.nih.gov/research/umls/rxnorm", SNOMED)),
+    "AllergyIntolerance": ("$.code.coding", (SNOMED,)),
+    "ServiceRequest": ("$.code.coding", (LOINC, SNOMED)),
+}
+_DATE = {
+    "Encounter": "$.period.start",
+    "Observation": "$.effectiveDateTime",
+    "DiagnosticReport": "$.effectiveDateTime",
+    "Condition": "$.onsetDateTime",
+    "Procedure": "$.performedDateTime",
+    "Immunization": "$.occurrenceDateTime",
+    "MedicationRequest": "$.authoredOn",
+    "Specimen": "$.collection.collectedDateTime",
+    "AllergyIntolerance": "$.recordedDate",
+    "ServiceRequest": "$.authoredOn",
+}
+_HAS_STATUS = {"Encounter", "Observation", "DiagnosticReport", "Procedure", "Immunization", "MedicationRequest",
+               "ServiceRequest", "Coverage"}
+_HAS_ENCOUNTER = {"Observation", "DiagnosticReport", "Condition", "Procedure", "Immunization", "MedicationRequest",
+                  "ServiceRequest"}
+_CODINGS = "array<struct<system:string,code:string>>"
 
 
 def id_column_of(table: str, columns: list[str]) -> str:
     """The column whose values may be shown for failing rows: a resource id or a pseudonym, never PHI."""
     if table.startswith("silver."):
         return "id"
+    if table == CONSERVATION_TABLE:
+        return "feed"
     for column in columns:
         if column.endswith("_id"):
             return column
     return "id"
+
+
+def _resource_type(table: str) -> str | None:
+    from transforms.normalize import RESOURCE_TABLES
+
+    return {v: k for k, v in RESOURCE_TABLES.items()}.get(table.removeprefix("silver."))
+
+
+def _json(path: str):
+    from pyspark.sql import functions as F
+
+    return F.get_json_object(F.col("resource"), path)
+
+
+def _resolves(df, column: str, target_ids, name: str):
+    """`name` = whether `column` (an id, or null) is among `target_ids`; null where `column` is null."""
+    from pyspark.sql import functions as F
+
+    if target_ids is None:
+        return df.withColumn(name, F.when(F.col(column).isNotNull(), F.lit(False)))
+    known = target_ids.select(F.col("id").alias("_target")).distinct().withColumn("_found", F.lit(True))
+    joined = df.join(known, df[column] == known["_target"], "left")
+    return joined.withColumn(name, F.when(F.col(column).isNotNull(), F.coalesce(F.col("_found"), F.lit(False)))).drop("_target", "_found")
+
+
+def _plausible(column, *, upper: dt.date):
+    """ISO dates compare as strings: the first 10 characters between 1900-01-01 and `upper`."""
+    from pyspark.sql import functions as F
+
+    day = F.substring(column, 1, 10)
+    return F.when(column.isNotNull(), (day >= F.lit("1900-01-01")) & (day <= F.lit(upper.isoformat())))
+
+
+def quality_view(table: str, df, *, targets: dict, as_of: dt.date):
+    """A silver table plus the derived check columns of the module docstring.
+
+    `targets` maps a silver table name (``silver.patient``, ...) to its DataFrame, for reference
+    resolution; a missing target makes every reference to it unresolved.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    kind = _resource_type(table)
+    view = df.withColumn("json_resource_type", _json("$.resourceType")).withColumn(
+        "json_id_matches", _json("$.id") == F.col("id"))
+    if kind in _HAS_STATUS:
+        view = view.withColumn("status", _json("$.status"))
+    if kind != "Patient":
+        view = _resolves(view, "patient_id", targets.get("silver.patient"), "patient_resolves")
+    if kind in _HAS_ENCOUNTER:
+        view = view.withColumn("_encounter_ref", F.regexp_extract(_json("$.encounter.reference"), r"^Encounter/(.+)$", 1))
+        view = view.withColumn("_encounter_ref", F.when(F.col("_encounter_ref") != "", F.col("_encounter_ref")))
+        view = _resolves(view, "_encounter_ref", targets.get("silver.encounter"), "encounter_resolves").drop("_encounter_ref")
+    if kind in _CODE:
+        path, standard = _CODE[kind]
+        codings = F.from_json(_json(path), _CODINGS)
+        systems = ", ".join(f"'{s}'" for s in standard)
+        view = view.withColumn("_codings", codings)
+        view = view.withColumn("code_system_known", F.coalesce(F.expr(
+            f"exists(_codings, c -> c.system IN ({systems}) OR startswith(c.system, '{LOCAL_PREFIX}'))"), F.lit(False)))
+        view = view.withColumn("code_standard", F.coalesce(F.expr(f"exists(_codings, c -> c.system IN ({systems}))"), F.lit(False)))
+    if kind in _DATE:
+        upper = as_of + dt.timedelta(days=366 if kind == "Encounter" else 1)
+        view = view.withColumn("date_plausible", _plausible(_json(_DATE[kind]), upper=upper))
+    if kind == "Encounter":
+        start, end = F.to_timestamp(_json("$.period.start")), F.to_timestamp(_json("$.period.end"))
+        view = view.withColumn("period_in_order", F.when(start.isNotNull() & end.isNotNull(), end >= start))
+    if kind == "Patient":
+        view = view.withColumn("birth_date_plausible", _plausible(_json("$.birthDate"), upper=as_of + dt.timedelta(days=1)))
+        view = view.withColumn("gender", _json("$.gender"))
+        view = view.withColumn("has_identifier", _json("$.identifier[0].value").isNotNull())
+    if kind == "DiagnosticReport":
+        refs = F.from_json(_json("$.result"), "array<struct<reference:string>>")
+        exploded = view.select("id", F.explode(refs).alias("_r")).select(
+            "id", F.regexp_extract("_r.reference", r"^Observation/(.+)$", 1).alias("_obs"))
+        observations = targets.get("silver.observation")
+        if observations is not None:
+            known = observations.select(F.col("id").alias("_obs")).distinct()
+            exploded = exploded.join(known, "_obs", "left_anti")
+        dangling = exploded.groupBy("id").agg(F.count(F.lit(1)).alias("_dangling"))
+        view = view.join(dangling, "id", "left").withColumn(
+            "results_resolve", F.when(F.col("resource").isNotNull(), F.coalesce(F.col("_dangling"), F.lit(0)) == 0)).drop("_dangling")
+    if kind == "Observation":
+        loinc = F.expr(f"get(filter(_codings, c -> c.system = '{LOINC}'), 0).code")
+        local = F.expr(f"get(filter(_codings, c -> startswith(c.system, '{LOCAL_PREFIX}')), 0).code")
+        view = view.withColumn("_lab", F.coalesce(loinc, F.concat_ws("|", F.col("hospital"), local)))
+        view = view.withColumn("_unit", _json("$.valueQuantity.unit"))
+        usual = (view.filter(F.col("_unit").isNotNull()).groupBy("_lab", "_unit").count()
+                 .withColumn("_n", F.row_number().over(Window.partitionBy("_lab").orderBy(F.desc("count"), "_unit")))
+                 .filter("_n = 1").select("_lab", F.col("_unit").alias("_usual")))
+        view = view.join(usual, "_lab", "left").withColumn(
+            "unit_consistent", F.when(F.col("_unit").isNotNull(), F.col("_unit") == F.col("_usual"))).drop("_lab", "_unit", "_usual")
+    return view.drop("_codings")
+
+
+def conservation_frame(ctx: RunContext):
+    """One row per feed: bronze, normalized, quarantined record counts and whether they balance."""
+    from carelake.normalize import conservation
+
+    rows = [{"feed": feed, **counts} for feed, counts in conservation(ctx).items()]
+    for row in rows:
+        row["quarantine_rate"] = row["quarantined"] / row["bronze"] if row["bronze"] else 0.0
+    schema = "feed string, bronze long, normalized long, quarantined long, balanced boolean, quarantine_rate double"
+    return ctx.spark.createDataFrame(rows, schema)
 
 
 def validate(ctx: RunContext, tables: dict, *, stage: str, id_column: str | None = "auto") -> QualityReport:
@@ -36,10 +217,11 @@ def validate(ctx: RunContext, tables: dict, *, stage: str, id_column: str | None
         outcomes = [r for r in merged.results if r.table == name]
         failed = [r for r in outcomes if not r.success]
         quality["tables"][name] = {
-            "verdict": "fail" if any(r.severity == "critical" for r in failed) else ("warn" if failed else "pass"),
+            "stage": stage,
+            "verdict": "fail" if any(r.severity == CRITICAL for r in failed) else ("warn" if failed else "pass"),
             "expectations": len(outcomes),
-            "critical_failed": sum(r.severity == "critical" for r in failed),
-            "warnings_failed": sum(r.severity != "critical" for r in failed),
+            "critical_failed": sum(r.severity == CRITICAL for r in failed),
+            "warnings_failed": sum(r.severity != CRITICAL for r in failed),
             "failures": [r.describe() for r in failed],
         }
     quality["data_docs"] = str(merged.data_docs_index) if merged.data_docs_index else None
@@ -47,9 +229,18 @@ def validate(ctx: RunContext, tables: dict, *, stage: str, id_column: str | None
 
 
 def run(ctx: RunContext) -> dict:
-    """Validate every silver table; a critical failure stops the run before anything is curated."""
+    """Validate every silver table (through its quality view) and conservation per feed; a critical
+    failure stops the run before anything is curated."""
     lake, spark = ctx.lake, ctx.spark
-    tables = {t.name: lake.read(spark, t.name) for t in lake.tables(zones=("phi",)) if t.name.startswith("silver.")}
+    silver = {t.name: lake.read(spark, t.name) for t in lake.tables(zones=("phi",)) if t.name.startswith("silver.")}
+    tables = {}
+    for name, df in silver.items():
+        with ctx.progress.step(f"validate: quality view of {name}"):
+            staged = f"staging.quality_{name.removeprefix('silver.')}"
+            lake.overwrite(quality_view(name, df, targets=silver, as_of=ctx.as_of), staged)
+            tables[name] = lake.read(spark, staged)
+    if lake.exists("bronze.records"):
+        tables[CONSERVATION_TABLE] = conservation_frame(ctx)
     report = validate(ctx, tables, stage="validate")
     report.raise_if_critical()
     return {"verdict": report.verdict, "tables": len(tables)}

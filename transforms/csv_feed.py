@@ -21,7 +21,24 @@ A mapping::
 
 Canonical fields per entity are in `FIELDS`; those in `REQUIRED` must be non-empty. A missing
 ``datetime_format`` means ISO 8601. Observations need ``code_system`` (``LOINC``/``LN`` or
-``LOCAL``/``L``) in a column or as the entity's ``default_code_system``.
+``LOCAL``/``L``) in a column or as the entity's ``default_code_system``; conditions and immunizations
+take ``code_system`` the same way (ICD-10 by default for conditions, CVX for immunizations; also SNOMED,
+LOINC, or any URI).
+
+Beyond the columns, an entity may say:
+
+- ``ignore: [COL, ...]``: columns the export carries and carelake deliberately does not read. Every
+  other column must be mapped: an unknown column still fails the header check.
+- ``exclude: {field: [value, ...]}``: rows that are not records of the entity (Synthea writes its
+  QALY/DALY/QOLS bookkeeping as observations). They are counted at ingest, never stored.
+- ``panels: {<panel code>: {display: ..., components: [code, ...]}}`` (observations): consecutive rows
+  of one patient, encounter and time whose codes are components of one panel become ONE Observation
+  with ``component`` entries, as a FHIR export writes it (blood pressure, PRAPARE).
+- no ``<entity>_id`` column: the id is a content key, the hash of the row's mapped values. A row
+  delivered again maps to the same id; two identical rows are one record (they say the same thing).
+
+A mapping may set ``national_id_system`` (default ``urn:carelake:national-id``): the identifier system of
+the ``national_id`` column, e.g. ``http://hl7.org/fhir/sid/us-ssn`` for a US export.
 
 Ids: ``resource_id(hospital, <type>, <local id>)`` of the row's own id, and references built the same way,
 so a patient's CSV rows meet the resources the HL7 v2 and FHIR feeds of the same hospital produce.
@@ -30,8 +47,10 @@ so a patient's CSV rows meet the resources the HL7 v2 and FHIR feeds of the same
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Iterator
@@ -40,43 +59,62 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from transforms.errors import RecordError
 from transforms.fhir_feed import add_standard_codings
 from transforms.ids import resource_id
-from transforms.systems import ACT_CODE, ICD10, LOINC, NATIONAL_ID_SYSTEM, UCUM, local_code_system, mrn_system, visit_system
+from transforms.systems import (
+    ACT_CODE, ICD10, LOINC, NATIONAL_ID_SYSTEM, SNOMED, UCUM, local_code_system, mrn_system, visit_system,
+)
 from transforms.terminology import Terminology
 
 __all__ = [
-    "CsvLayoutError", "CsvRecord", "read_csv_records", "csv_row_to_resources",
-    "ENTITIES", "FIELDS", "REQUIRED", "EXTRA_CELLS",
+    "CsvLayoutError", "CsvRecord", "read_csv_records", "csv_row_to_resources", "csv_file_records",
+    "ENTITIES", "FIELDS", "REQUIRED", "EXTRA_CELLS", "COMPONENTS", "PANEL", "ID_FIELDS", "header_matches",
 ]
 
-ENTITIES = ("patients", "encounters", "observations", "conditions")
+ENTITIES = ("patients", "encounters", "observations", "conditions", "immunizations")
 #: Canonical fields a mapping may map, per entity.
 FIELDS = {
     "patients": ("patient_id", "national_id", "family", "given", "birth_date", "sex", "phone", "street", "city",
                  "postal_code"),
     "encounters": ("encounter_id", "patient_id", "class", "start", "end"),
-    "observations": ("observation_id", "patient_id", "encounter_id", "code", "code_system", "value", "unit", "flag",
-                     "effective"),
-    "conditions": ("condition_id", "patient_id", "encounter_id", "code", "onset"),
+    "observations": ("observation_id", "patient_id", "encounter_id", "code", "code_system", "display", "category",
+                     "value", "unit", "flag", "effective"),
+    "conditions": ("condition_id", "patient_id", "encounter_id", "code", "code_system", "display", "onset",
+                   "abatement"),
+    "immunizations": ("immunization_id", "patient_id", "encounter_id", "code", "code_system", "display",
+                      "occurrence"),
 }
+#: The id field of each entity; when a mapping leaves it out, the id is a content key.
+ID_FIELDS = {"patients": "patient_id", "encounters": "encounter_id", "observations": "observation_id",
+             "conditions": "condition_id", "immunizations": "immunization_id"}
 REQUIRED = {
     "patients": ("patient_id",),
     "encounters": ("encounter_id", "patient_id", "class", "start"),
     "observations": ("observation_id", "patient_id", "code", "effective"),
     "conditions": ("condition_id", "patient_id", "code"),
+    "immunizations": ("immunization_id", "patient_id", "code", "occurrence"),
 }
 #: Row key holding the surplus cells of a row longer than its header (the row is then malformed).
 EXTRA_CELLS = "__extra_cells__"
+#: Row key holding the component rows of a panel observation (see ``panels``).
+COMPONENTS = "__components__"
+#: Row key holding the panel code of a panel observation.
+PANEL = "__panel__"
 
 _TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%X", "%c", "%T")
 _CLASS_SYNONYMS = {
     "i": "IMP", "imp": "IMP", "inpatient": "IMP",
     "o": "AMB", "amb": "AMB", "outpatient": "AMB", "ambulatory": "AMB",
     "e": "EMER", "emer": "EMER", "emergency": "EMER",
+    "vr": "VR", "virtual": "VR", "hh": "HH", "home": "HH",
 }
-_CLASS_DISPLAY = {"IMP": "inpatient encounter", "AMB": "ambulatory", "EMER": "emergency"}
+_CLASS_DISPLAY = {"IMP": "inpatient encounter", "AMB": "ambulatory", "EMER": "emergency", "VR": "virtual",
+                  "HH": "home health"}
 _GENDER_SYNONYMS = {"m": "male", "male": "male", "f": "female", "female": "female", "o": "other", "other": "other",
                     "u": "unknown", "unknown": "unknown"}
 _CODE_SYSTEM_SYNONYMS = {"ln": "loinc", "loinc": "loinc", LOINC: "loinc", "l": "local", "local": "local"}
+_CVX = "http://hl7.org/fhir/sid/cvx"
+#: Code system names a mapping may use for condition and immunization codes (or give the URI itself).
+_SYSTEM_URIS = {"icd10": ICD10, "icd-10": ICD10, "i10": ICD10, "snomed": SNOMED, "snomed-ct": SNOMED, "sct": SNOMED,
+                "loinc": LOINC, "ln": LOINC, "cvx": _CVX}
 _INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 _FLAGS = {"H": "High", "L": "Low", "N": "Normal", "A": "Abnormal", "HH": "Critical high", "LL": "Critical low"}
 _VITAL_SIGNS = frozenset({"8480-6", "8462-4", "29463-7", "8302-2", "8867-4", "9279-1", "8310-5", "59408-5",
@@ -102,6 +140,7 @@ class CsvRecord:
     file: str
     position: int
     row: dict
+    skipped: bool = False  # excluded by the mapping (``exclude``): counted at ingest, not stored
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -118,10 +157,17 @@ def _entities(mapping: dict) -> dict:
     return entities
 
 
+def header_matches(header: list[str], spec: dict) -> bool:
+    """Whether a file's header fits an entity of a mapping (every mapped column, nothing unknown)."""
+    expected = set(spec["columns"].values())
+    return expected <= set(header) and set(header) <= expected | set(spec.get("ignore") or ())
+
+
 def _check_header(path: Path, header: list[str], spec: dict, mapping_name: str) -> None:
     expected = list(spec["columns"].values())
+    known = set(expected) | set(spec.get("ignore") or ())
     missing = [c for c in expected if c not in header]
-    unexpected = [c for c in header if c not in expected]
+    unexpected = [c for c in header if c not in known]
     duplicated = sorted({c for c in header if header.count(c) > 1})
     if not (missing or unexpected or duplicated):
         return
@@ -153,12 +199,54 @@ def _read_file(path: Path, entity: str, spec: dict, mapping: dict) -> Iterator[C
         header = [h.strip() for h in header]
         header[0] = header[0].lstrip("\ufeff")
         _check_header(path, header, spec, name)
-        position = 0
-        for cells in reader:
-            if not cells:
-                continue
-            yield CsvRecord(entity, str(path), position, _row(header, cells, spec["columns"]))
-            position += 1
+        rows = _rows(reader, header, entity, str(path), spec)
+        yield from (_panels(rows, spec["panels"]) if spec.get("panels") else rows)
+
+
+def _rows(reader, header: list[str], entity: str, path: str, spec: dict) -> Iterator[CsvRecord]:
+    exclude = {field: {str(v) for v in values} for field, values in (spec.get("exclude") or {}).items()}
+    position = 0
+    for cells in reader:
+        if not cells:
+            continue
+        row = _row(header, cells, spec["columns"])
+        skipped = any((row.get(field) or "").strip() in values for field, values in exclude.items())
+        yield CsvRecord(entity, path, position, row, skipped)
+        position += 1
+
+
+def _panels(records: Iterator[CsvRecord], panels: dict) -> Iterator[CsvRecord]:
+    """Fold the component rows of one panel (same patient, encounter, time) into one record.
+
+    Exports interleave rows of different patients, so rows are grouped by key, not by adjacency: a
+    group is emitted when it holds every declared component, when a component code repeats (a second
+    reading), or at the end of the file. Only panel rows wait in memory. The first component row
+    carries the others under `COMPONENTS`; its position is the record's.
+    """
+    wanted = {str(panel): {str(c) for c in spec.get("components") or ()} for panel, spec in panels.items()}
+    panel_of = {code: panel for panel, codes in wanted.items() for code in codes}
+    open_groups: dict[tuple, list[CsvRecord]] = {}
+
+    def emit(key: tuple) -> CsvRecord:
+        group = open_groups.pop(key)
+        first = group[0]
+        return CsvRecord(first.entity, first.file, first.position,
+                         {**first.row, PANEL: key[0], COMPONENTS: [r.row for r in group]})
+
+    for record in records:
+        code = (record.row.get("code") or "").strip()
+        panel = None if record.skipped else panel_of.get(code)
+        if panel is None:
+            yield record
+            continue
+        key = (panel, record.row.get("patient_id"), record.row.get("encounter_id"), record.row.get("effective"))
+        if key in open_groups and code in {(r.row.get("code") or "").strip() for r in open_groups[key]}:
+            yield emit(key)
+        open_groups.setdefault(key, []).append(record)
+        if {(r.row.get("code") or "").strip() for r in open_groups[key]} >= wanted[panel]:
+            yield emit(key)
+    for key in sorted(open_groups, key=lambda k: open_groups[k][0].position):
+        yield emit(key)
 
 
 def read_csv_records(directory: str | Path, mapping: dict) -> Iterator[CsvRecord]:
@@ -178,6 +266,22 @@ def read_csv_records(directory: str | Path, mapping: dict) -> Iterator[CsvRecord
         yield from _read_file(directory / spec["file"], entity, spec, mapping)
 
 
+def csv_file_records(path: str | Path, mapping: dict) -> Iterator[tuple[int, str, str | None]]:
+    """(position, format, payload) of each record of a CSV delivery folder, for the ingest stage.
+
+    Rows the mapping excludes come out with format ``skipped:csv-exclude`` and no payload: the ingest
+    counts them and keeps them out of bronze.
+    """
+    import json
+
+    for record in read_csv_records(path, mapping):
+        if record.skipped:
+            yield record.position, "skipped:csv-exclude", None
+            continue
+        payload = json.dumps({"entity": record.entity, "row": record.row}, ensure_ascii=False, sort_keys=True)
+        yield record.position, f"csv:{record.entity}", payload
+
+
 # ---------------------------------------------------------------------------------------------------
 # Mapping rows to resources
 
@@ -190,6 +294,7 @@ class _Row:
     spec: dict
     mapping: dict
     terminology: Terminology
+    extra: dict = dc_field(default_factory=dict)  # panel code and component rows of a panel observation
 
     def column(self, field: str) -> str:
         """How a field is named in reasons: the hospital's column and the canonical field, never the value."""
@@ -202,16 +307,32 @@ class _Row:
         return {"reference": f"{resource_type}/{resource_id(self.hospital, resource_type, self.get(field))}"}
 
     def id(self, resource_type: str, field: str) -> str:
+        if field == ID_FIELDS[self.entity] and field not in self.spec["columns"]:
+            return resource_id(self.hospital, resource_type, self.content_key())
         return resource_id(self.hospital, resource_type, self.get(field))
 
+    def content_key(self) -> str:
+        """Local id of a row without an id column: a hash of its mapped values (and its panel's)."""
+        parts = [f"{k}={v}" for k, v in sorted(self.values.items())]
+        parts += [f"{k}={v}" for c in self.components for k, v in sorted(c.items())]
+        return "ck-" + hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:40]
 
-def _clean(entity: str, row: dict) -> dict[str, str]:
+    @property
+    def components(self) -> list[dict[str, str]]:
+        return self.extra.get(COMPONENTS) or []
+
+
+def _clean_cells(entity: str, row: dict) -> dict[str, str]:
     if EXTRA_CELLS in row or any(v is None for v in row.values()):
         raise RecordError("PARSE", f"{entity} row does not have as many cells as the header")
     values = {k: v.strip() for k, v in row.items()}
     if any("\udc80" <= ch <= "\udcff" for v in values.values() for ch in v):
         raise RecordError("PARSE", f"{entity} row is not valid in the mapping's encoding")
     return values
+
+
+def _clean(entity: str, row: dict) -> dict[str, str]:
+    return _clean_cells(entity, {k: v for k, v in row.items() if k not in (COMPONENTS, PANEL)})
 
 
 def _lookup(r: _Row, field: str, synonyms: dict[str, str], raw: str) -> str:
@@ -291,7 +412,8 @@ def _patient(r: _Row) -> dict:
                     "system": mrn_system(r.hospital), "value": r.get("patient_id")}]
     if r.get("national_id"):
         identifiers.append({"use": "official", "type": {"coding": [{"system": _V2_0203, "code": "NI"}]},
-                            "system": NATIONAL_ID_SYSTEM, "value": r.get("national_id")})
+                            "system": r.mapping.get("national_id_system") or NATIONAL_ID_SYSTEM,
+                            "value": r.get("national_id")})
     resource = {"resourceType": "Patient", "id": r.id("Patient", "patient_id"), "identifier": identifiers}
     name = ({"family": r.get("family")} if r.get("family") else {}) | ({"given": [r.get("given")]} if r.get("given") else {})
     if name:
@@ -335,6 +457,23 @@ def _observation_coding(r: _Row) -> dict:
     return {"system": system, "code": r.get("code")}
 
 
+def _system(r: _Row, default: str) -> str:
+    """Code system URI of a condition or immunization code: column, else the entity default."""
+    name = r.get("code_system") or r.spec.get("default_code_system") or default
+    if ":" in name:
+        return name
+    if name.lower() in ("local", "l"):
+        return local_code_system(r.hospital, r.entity)
+    uri = _SYSTEM_URIS.get(name.lower())
+    if uri is None:
+        raise RecordError("UNKNOWN_CODE", f"{r.column('code_system')}: not a known code system name or URI")
+    return uri
+
+
+def _coding(system: str, code: str, display: str | None) -> dict:
+    return {"system": system, "code": code} | ({"display": display} if display else {})
+
+
 def _observation_value(r: _Row) -> dict:
     text = r.get("value")
     if not text:
@@ -346,19 +485,33 @@ def _observation_value(r: _Row) -> dict:
     return {"valueQuantity": {"value": number, "unit": unit, "system": UCUM, "code": unit} if unit else {"value": number}}
 
 
+_CATEGORIES = frozenset({"social-history", "vital-signs", "imaging", "laboratory", "procedure", "survey", "exam",
+                         "therapy", "activity"})
+
+
 def _observation(r: _Row) -> dict:
-    code = add_standard_codings({"coding": [_observation_coding(r)]}, r.terminology)
+    coding = _observation_coding(r) | ({"display": r.get("display")} if r.get("display") else {})
+    panel = r.extra.get(PANEL)
+    if panel is not None:
+        coding = {"system": LOINC, "code": panel}
+        display = (r.spec["panels"].get(panel) or {}).get("display")
+        coding |= {"display": display} if display else {}
+    code = add_standard_codings({"coding": [coding]}, r.terminology)
     vital = any(c["system"] == LOINC and c["code"] in _VITAL_SIGNS for c in code["coding"])
+    category = r.get("category").lower() if r.get("category").lower() in _CATEGORIES else None
     resource = {
         "resourceType": "Observation", "id": r.id("Observation", "observation_id"), "status": "final",
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "vital-signs" if vital else "laboratory"}]}],
+                                  "code": category or ("vital-signs" if vital else "laboratory")}]}],
         "code": code,
         "subject": r.ref("Patient", "patient_id"),
     }
     if r.get("encounter_id"):
         resource["encounter"] = r.ref("Encounter", "encounter_id")
     resource["effectiveDateTime"] = _fhir_datetime(_moment(r, "effective"))
+    if panel is not None:
+        resource["component"] = [_component(r, values) for values in r.components]
+        return resource
     resource |= _observation_value(r)
     flag = r.get("flag").upper()
     if flag:
@@ -366,6 +519,12 @@ def _observation(r: _Row) -> dict:
             raise RecordError("UNKNOWN_CODE", f"{r.column('flag')}: not one of {sorted(_FLAGS)}")
         resource["interpretation"] = [{"coding": [{"system": _INTERPRETATION, "code": flag, "display": _FLAGS[flag]}]}]
     return resource
+
+
+def _component(r: _Row, raw: dict) -> dict:
+    c = _Row(r.entity, _clean(r.entity, raw), r.hospital, r.spec, r.mapping, r.terminology)
+    coding = _observation_coding(c) | ({"display": c.get("display")} if c.get("display") else {})
+    return {"code": add_standard_codings({"coding": [coding]}, r.terminology)} | _observation_value(c)
 
 
 def _condition(r: _Row) -> dict:
@@ -377,17 +536,35 @@ def _condition(r: _Row) -> dict:
                                            "code": "confirmed"}]},
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
                                   "code": "encounter-diagnosis", "display": "Encounter Diagnosis"}]}],
-        "code": add_standard_codings({"coding": [{"system": ICD10, "code": r.get("code")}]}, r.terminology),
+        "code": add_standard_codings({"coding": [_coding(_system(r, ICD10), r.get("code"), r.get("display"))]},
+                                     r.terminology),
         "subject": r.ref("Patient", "patient_id"),
     }
     if r.get("encounter_id"):
         resource["encounter"] = r.ref("Encounter", "encounter_id")
     if r.get("onset"):
         resource["onsetDateTime"] = _fhir_datetime(_moment(r, "onset"))
+    if r.get("abatement"):
+        resource["abatementDateTime"] = _fhir_datetime(_moment(r, "abatement"))
+        resource["clinicalStatus"]["coding"][0]["code"] = "resolved"
     return resource
 
 
-_BUILDERS = {"patients": _patient, "encounters": _encounter, "observations": _observation, "conditions": _condition}
+def _immunization(r: _Row) -> dict:
+    resource = {
+        "resourceType": "Immunization", "id": r.id("Immunization", "immunization_id"), "status": "completed",
+        "vaccineCode": add_standard_codings({"coding": [_coding(_system(r, "cvx"), r.get("code"), r.get("display"))]},
+                                            r.terminology),
+        "patient": r.ref("Patient", "patient_id"),
+        "occurrenceDateTime": _fhir_datetime(_moment(r, "occurrence")),
+    }
+    if r.get("encounter_id"):
+        resource["encounter"] = r.ref("Encounter", "encounter_id")
+    return resource
+
+
+_BUILDERS = {"patients": _patient, "encounters": _encounter, "observations": _observation, "conditions": _condition,
+             "immunizations": _immunization}
 
 
 def csv_row_to_resources(entity: str, row: dict, *, hospital: str, mapping: dict, terminology: Terminology) -> list[dict]:
@@ -400,8 +577,11 @@ def csv_row_to_resources(entity: str, row: dict, *, hospital: str, mapping: dict
     spec = (mapping.get("entities") or {}).get(entity)
     if builder is None or spec is None:
         raise RecordError("UNSUPPORTED", f"CSV entity {entity if entity in ENTITIES else '(unknown)'} is not mapped")
-    r = _Row(entity, _clean(entity, row), hospital, spec, mapping, terminology)
+    extra = {k: row[k] for k in (COMPONENTS, PANEL) if k in row}
+    r = _Row(entity, _clean(entity, row), hospital, spec, mapping, terminology, extra)
     for field in REQUIRED[entity]:
+        if field == ID_FIELDS[entity] and field not in spec["columns"]:
+            continue  # content key
         if not r.get(field):
             raise RecordError("MISSING_FIELD", f"{r.column(field)} is empty")
     return [builder(r)]

@@ -7,7 +7,7 @@ zone in summaries and reports, so they must not carry identifiers.
 
 from __future__ import annotations
 
-__all__ = ["RecordError", "CODES"]
+__all__ = ["RecordError", "CODES", "MARKER_PREFIX", "marker_payload", "marker_error"]
 
 #: Stable error codes; never reuse one for a different meaning.
 CODES = {
@@ -31,3 +31,24 @@ class RecordError(ValueError):
         super().__init__(f"{code}: {reason}")
         self.code = code
         self.reason = reason
+
+
+#: Bronze keeps a marker instead of the payload of a record it could not keep whole (too large, or the
+#: rest of a file that could not be split): the record is still counted, and normalize quarantines it
+#: with the marker's code, so ``bronze = normalized + quarantined`` holds for it too.
+MARKER_PREFIX = "#carelake-marker "
+
+
+def marker_payload(code: str, reason: str) -> str:
+    """The bronze payload standing for a record that was not kept (`code` in `CODES`, PHI-free `reason`)."""
+    if code not in CODES:
+        raise ValueError(f"unknown quarantine code {code!r}")
+    return f"{MARKER_PREFIX}{code} {reason}"
+
+
+def marker_error(payload) -> RecordError | None:
+    """The quarantine verdict a marker payload carries, or None for an ordinary payload."""
+    if not isinstance(payload, str) or not payload.startswith(MARKER_PREFIX):
+        return None
+    code, _, reason = payload[len(MARKER_PREFIX):].partition(" ")
+    return RecordError(code if code in CODES else "PARSE", reason or "the record was not kept by ingest")

@@ -44,5 +44,6 @@ def validate(resource: dict) -> None:
         problems = [f"{resource_type}.{_location(e['loc'])}: {e['type']}" for e in exc.errors()[:3]]
         more = exc.error_count() - len(problems)
         raise RecordError("FHIR_INVALID", "; ".join(problems) + (f" (+{more} more)" if more > 0 else "")) from None
-    except (TypeError, ValueError) as exc:  # fhir.resources raises these for some malformed shapes
-        raise RecordError("FHIR_INVALID", f"{resource_type}: {type(exc).__name__}") from None
+    except Exception as exc:  # noqa: BLE001 - fhir.resources' own validators raise TypeError, ValueError,
+        # even AttributeError (a primitive extension such as `_status` that is not an object) on malformed shapes
+        raise RecordError("FHIR_INVALID", f"{resource_type}: malformed element ({type(exc).__name__})") from None

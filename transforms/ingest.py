@@ -2,7 +2,8 @@
 
 Input columns (one row per landing file, built by `carelake.ingest`):
     hospital, feed (hl7v2 | csv | fhir), path (absolute), source (path under landing),
-    received_at (the file's modification time, ISO 8601 UTC), entity (csv only), options (JSON: csv mapping)
+    received_at (the file's modification time, ISO 8601 UTC), entity (csv only), options (JSON: csv mapping,
+    or fhir feed options)
 Output columns (`BRONZE_COLUMNS`):
     record_id (content hash of hospital, feed and payload), hospital, feed, format, source, position
     (0-based index of the record within its file), received_at, payload (the record as delivered, text)
@@ -17,9 +18,13 @@ import json
 from typing import Iterator
 
 from transforms.arrow import map_rows
+from transforms.errors import marker_payload
 from transforms.ids import record_id
 
-__all__ = ["BRONZE_COLUMNS", "split_files", "split_file"]
+__all__ = ["BRONZE_COLUMNS", "split_files", "split_file", "DEFAULT_MAX_RECORD_BYTES"]
+
+#: conf/lake.yaml limits.max_record_bytes when not set (carelake.lake.Limits)
+DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
 
 BRONZE_COLUMNS = [
     ("record_id", "string"), ("hospital", "string"), ("feed", "string"), ("format", "string"),
@@ -27,12 +32,29 @@ BRONZE_COLUMNS = [
 ]
 
 
-def split_file(row: dict) -> Iterator[dict]:
-    """The records of one landing file (a row of the input above) as bronze rows."""
+def split_file(row: dict, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[dict]:
+    """The records of one landing file (a row of the input above) as bronze rows. Never raises.
+
+    A record over `max_record_bytes` is kept as a TOO_LARGE marker (its record_id still hashes the
+    whole record, so a re-delivery is recognized); when a file stops splitting part way (truncated
+    batch, undecodable bytes), what is left becomes one PARSE marker record. Normalize quarantines
+    both, so nothing a hospital sent disappears without a count and a reason.
+    """
     feed = row["feed"]
     base = {"hospital": row["hospital"], "feed": feed, "source": row["source"], "received_at": row["received_at"]}
-    for position, fmt, payload in _records(feed, row):
-        yield {**base, "record_id": record_id(row["hospital"], feed, payload), "format": fmt, "position": position, "payload": payload}
+    position = -1
+    try:
+        for position, fmt, payload in _records(feed, row):
+            rid = record_id(row["hospital"], feed, payload or "")
+            if payload is not None and len(payload) * 4 > max_record_bytes and len(payload.encode("utf-8")) > max_record_bytes:
+                payload = marker_payload("TOO_LARGE", f"{fmt} record of {len(payload.encode('utf-8')):,} bytes is over "
+                                                      f"limits.max_record_bytes ({max_record_bytes:,})")
+            # format "skipped:<why>" (no payload): left out of bronze by the runner, which counts it
+            yield {**base, "record_id": rid, "format": fmt, "position": position, "payload": payload}
+    except Exception as exc:  # one bad file must not stop the other files of the batch
+        payload = marker_payload("PARSE", f"the {feed} file could not be split after record {position + 1} ({type(exc).__name__})")
+        yield {**base, "record_id": record_id(row["hospital"], feed, f"{payload}\x1f{row['source']}\x1f{position + 1}"),
+               "format": f"{feed}:unsplit", "position": position + 1, "payload": payload}
 
 
 def _records(feed: str, row: dict) -> Iterator[tuple[int, str, str]]:
@@ -44,22 +66,17 @@ def _records(feed: str, row: dict) -> Iterator[tuple[int, str, str]]:
         for position, message in enumerate(split_messages(data)):
             yield position, "hl7v2", message
     elif feed == "csv":
-        from transforms.csv_feed import read_csv_records
+        from transforms.csv_feed import csv_file_records
 
-        mapping = json.loads(row["options"])
-        for record in read_csv_records(row["path"], mapping):
-            payload = json.dumps({"entity": record.entity, "row": record.row}, ensure_ascii=False, sort_keys=True)
-            yield record.position, f"csv:{record.entity}", payload
+        yield from csv_file_records(row["path"], json.loads(row["options"]))
     elif feed == "fhir":
-        with open(row["path"], "rb") as handle:
-            for position, line in enumerate(handle):
-                text = line.decode("utf-8", errors="replace").strip()
-                if text:
-                    yield position, "ndjson", text
+        from transforms.fhir_bundle import fhir_file_records
+
+        yield from fhir_file_records(row["path"], json.loads(row["options"]) if row.get("options") else None)
     else:
         raise ValueError(f"unknown feed kind {feed!r}")
 
 
-def split_files(files):
+def split_files(files, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
     """DataFrame of landing files -> DataFrame of bronze records (see the module docstring)."""
-    return map_rows(files, split_file, BRONZE_COLUMNS)
+    return map_rows(files, lambda row: split_file(row, max_record_bytes=max_record_bytes), BRONZE_COLUMNS)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from transforms.arrow import map_rows
-from transforms.errors import RecordError
-from transforms.fhir_validate import validate
+from transforms.errors import RecordError, marker_error
+from transforms.fast_validate import validate
 from transforms.systems import NATIONAL_ID_SYSTEM
 from transforms.terminology import Terminology
 
@@ -47,23 +47,26 @@ class Mapping:
     """What the mappers need besides the record: terminology, csv layouts, per-hospital overrides."""
 
     terminology: Terminology = field(default_factory=Terminology)
-    csv_mappings: dict = field(default_factory=dict)  # hospital -> csv mapping (conf/csv_mappings/*.yaml)
+    csv_mappings: dict = field(default_factory=dict)  # "hospital/feed" (or hospital) -> mapping (conf/csv_mappings/*.yaml)
     hl7v2_overrides: dict = field(default_factory=dict)  # hospital -> overrides
 
 
 def _resources(row: dict, mapping: Mapping) -> list[dict]:
     feed, hospital, payload = row["feed"], row["hospital"], row["payload"]
+    if (marker := marker_error(payload)) is not None:  # ingest kept a marker: too large, or an unsplittable file
+        raise marker
     if feed == "hl7v2":
         from transforms.hl7v2 import message_to_resources
 
         return message_to_resources(payload, hospital=hospital, terminology=mapping.terminology,
                                     overrides=mapping.hl7v2_overrides.get(hospital))
-    if feed == "csv":
+    if feed in ("csv", "jdbc"):  # a jdbc row is mapped like a CSV row, by its own mapping
         from transforms.csv_feed import csv_row_to_resources
 
         record = json.loads(payload)
+        layout = mapping.csv_mappings.get(f"{hospital}/{feed}") or mapping.csv_mappings.get(hospital) or {}
         return csv_row_to_resources(record["entity"], record["row"], hospital=hospital,
-                                    mapping=mapping.csv_mappings.get(hospital) or {}, terminology=mapping.terminology)
+                                    mapping=layout, terminology=mapping.terminology)
     if feed == "fhir":
         from transforms.fhir_feed import fhir_json_to_resources
 
@@ -115,6 +118,13 @@ def normalize_record(row: dict, mapping: Mapping) -> Iterator[dict]:
         }
 
 
-def normalize_records(bronze, mapping: Mapping):
-    """DataFrame of bronze records -> DataFrame of `NORMALIZED_COLUMNS`."""
+def normalize_records(bronze, mapping: Mapping, *, partitions: int | None = None):
+    """DataFrame of bronze records -> DataFrame of `NORMALIZED_COLUMNS`.
+
+    `partitions` spreads the records over that many partitions by a hash of record_id first: give it
+    when bronze may arrive as one partition on an engine whose tasks are the unit of parallelism (JVM
+    Spark). On the embedded engine the UDF worker pool (`transforms.arrow`) already keeps every core busy.
+    """
+    if partitions:
+        bronze = bronze.repartition(partitions, "record_id")
     return map_rows(bronze, lambda row: normalize_record(row, mapping), NORMALIZED_COLUMNS)

@@ -55,8 +55,10 @@ def test_tables_json_lists_curated_tables_that_deltalake_opens(demo_run):
                          capture_output=True, text=True, check=True)
     tables = json.loads(out.stdout)
     curated = [t for t in tables if t["zone"] == "curated"]
+    from carelake.marts import MARTS
+
     assert {t["name"] for t in curated} == {"gold.patient", "gold.encounter", "gold.observation", "gold.condition",
-                                            "marts.encounters_by_region_month"}
+                                            *(f"marts.{name}" for name in MARTS)}
     assert {t["zone"] for t in tables} == {"phi", "curated"}
     for table in curated:
         rows = DeltaTable(table["path"]).to_pyarrow_table().num_rows

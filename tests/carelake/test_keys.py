@@ -9,7 +9,7 @@ def test_no_key_no_run():
         deid_key(environ={})
 
 
-@pytest.mark.parametrize("weak", ["short", "changeme", "a" * 40, "ab" * 20])
+@pytest.mark.parametrize("weak", ["short", "changeme", "a" * 40, "ab" * 20, "0123456789" * 4, "Tr0ub4dor&3x!" * 3])
 def test_weak_keys_are_refused(weak):
     with pytest.raises(KeyMissingError, match="too weak"):
         deid_key(environ={"CARELAKE_DEID_KEY": weak})

@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,43 @@ def test_tables_lists_zone_path_and_rows(spark, lake):
     assert set(found) == {"gold.three", "silver.one"}
     assert (found["gold.three"].zone, found["gold.three"].rows) == ("curated", 3)
     assert DeltaTable(found["silver.one"].path).to_pyarrow_table().num_rows == found["silver.one"].rows == 1
+
+
+def test_staging_is_private_to_a_run_and_removed_with_it(spark, lake, tmp_path):
+    one, two = lake.for_run("run:1"), lake.for_run("run:1")  # two tasks of one Airflow run
+    assert one.path("staging.normalized") != two.path("staging.normalized")
+    assert one.path("staging.normalized").parent.parent == tmp_path / "phi" / "_staging"
+    assert one.path("silver.patient") == lake.path("silver.patient")
+    one.overwrite(spark.createDataFrame([(1,)], "n int"), "staging.normalized")
+    two.overwrite(spark.createDataFrame([(2,)], "n int"), "staging.normalized")
+    assert [r.n for r in one.read(spark, "staging.normalized").collect()] == [1]
+    one.drop_staging()
+    assert not one.path("staging.normalized").exists() and two.path("staging.normalized").exists()
+    assert lake.for_run("later").sweep_staging() == []  # young: another run may still use it
+    assert lake.for_run("later").sweep_staging(now=time.time() + 25 * 3600) == [two.scope]
+
+
+def test_first_write_never_replaces_a_table_another_run_created(spark, lake):
+    lake.merge(spark, spark.createDataFrame([("a", "1")], "id string, v string"), "silver.race", keys=["id"])
+    stale = Lake(lake.workdir, lake.zones)
+    # a writer that saw no table (the race) must MERGE, not overwrite: "a" survives
+    stale_exists = Lake.exists
+    try:
+        Lake.exists = lambda self, table: False
+        stale.merge(spark, spark.createDataFrame([("b", "2")], "id string, v string"), "silver.race", keys=["id"])
+    finally:
+        Lake.exists = stale_exists
+    assert sorted(tuple(r) for r in lake.read(spark, "silver.race").collect()) == [("a", "1"), ("b", "2")]
+
+
+def test_writes_are_recorded_with_their_versions(spark, lake):
+    lake.overwrite(spark.createDataFrame([(1,)], "n int"), "gold.v")
+    lake.overwrite(spark.createDataFrame([(2,)], "n int"), "gold.v")
+    assert lake.writes[-2:] == [("gold.v", 0), ("gold.v", 1)]
+
+
+def test_zone_roots_may_be_absolute_or_file_uris(tmp_path):
+    lake = Lake(tmp_path / "work", {"phi": f"file://{tmp_path}/p", "curated": str(tmp_path / "c"), "landing": "l", "reports": "r"})
+    assert lake.path("silver.x") == tmp_path / "p" / "silver" / "x"
+    assert lake.path("gold.x") == tmp_path / "c" / "gold" / "x"
+    assert lake.landing == tmp_path / "work" / "l"

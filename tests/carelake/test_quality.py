@@ -19,12 +19,22 @@ SCHEMA = "id string, hospital string, feed string, record_id string, patient_id 
 PHI = "Zyxwvut-Secret-Surname"
 
 
+# The least each resource needs to pass the quality-view checks (status, codes, dates, ...).
+VALID = {
+    "Patient": {"gender": "female", "birthDate": "1980-02-03", "identifier": [{"value": "id-1"}]},
+    "Encounter": {"status": "finished", "period": {"start": "2024-01-01T10:00:00Z", "end": "2024-01-01T11:00:00+00:00"}},
+    "Observation": {"status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+                    "effectiveDateTime": "2024-01-01", "valueQuantity": {"value": 13.1, "unit": "g/dL"}},
+    "Condition": {"code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "R51"}]}, "onsetDateTime": "2024-01-01"},
+}
+
+
 def silver_rows(resource_type: str, n: int = 4) -> list[dict]:
     rows = []
     for i in range(n):
         patient = resource_id("h1", "Patient", f"mrn{i}")
         rid = patient if resource_type == "Patient" else resource_id("h1", resource_type, f"local{i}")
-        resource = {"resourceType": resource_type, "id": rid, "name": [{"family": PHI}]}
+        resource = {"resourceType": resource_type, "id": rid, "name": [{"family": PHI}], **VALID.get(resource_type, {})}
         rows.append({
             "id": rid,
             "hospital": "h1",
@@ -42,8 +52,15 @@ def frame(spark, rows: list[dict]):
 
 
 def run(spark, tmp_path: Path, tables: dict[str, list[dict]], run_id: str = "run-1") -> QualityReport:
+    """Validate silver rows the way the validate stage does: through their quality views."""
+    import datetime as dt
+
+    from carelake.validate import quality_view
+
+    frames = {name: frame(spark, rows) for name, rows in tables.items()}
+    targets = {"silver.patient": frame(spark, silver_rows("Patient")), **frames}
     return validate_tables(
-        {name: frame(spark, rows) for name, rows in tables.items()},
+        {name: quality_view(name, df, targets=targets, as_of=dt.date(2026, 1, 1)) for name, df in frames.items()},
         suites_dir=SUITES,
         reports_dir=tmp_path / "reports",
         run_id=run_id,
@@ -98,7 +115,7 @@ def test_failed_warning_gives_warn_without_raising(spark, tmp_path):
 def test_sample_ids_hold_ids_only_and_no_value_reaches_the_reports(spark, tmp_path):
     rows = silver_rows("Patient", n=8)
     for row in rows:  # every resource fails the shape check; its JSON holds the stand-in PHI
-        row["resource"] = json.dumps({"resourceType": "Person", "name": PHI})
+        row["resource"] = json.dumps({"resourceType": "Person", "id": row["id"], "name": PHI})
     report = run(spark, tmp_path, {"silver.patient": rows})
     (failure,) = report.critical_failures
     assert failure.expectation == "expect_column_values_to_match_regex" and failure.column == "resource"

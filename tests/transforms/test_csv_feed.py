@@ -288,3 +288,59 @@ def test_generated_exports_match_conf_mappings_and_map_to_valid_fhir(region, tmp
             mapped += 1
     assert seen_bad == bad
     assert mapped > 500
+
+
+# ---------------------------------------------------------------------------------------------------
+# Issue 4: renamed columns, encodings, the Synthea layout
+
+
+def test_a_renamed_column_fails_ingest_naming_the_file_and_the_columns(tmp_path, monkeypatch):
+    from carelake.config import load_config
+    from carelake.pipeline import run_pipeline
+    from tests.carelake.test_linkage_synthea_paired import make_conf
+    from tests.conftest import TEST_KEY
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "patients.csv").write_text("PATIENT_ID,NATIONAL_ID,SURNAME,FIRST_NAME,BIRTHDATE,SEX,PHONE,ADDRESS,CITY,ZIP\n"
+                                         "1,2,Muster,Max,1970-01-01,M,,,,\n", encoding="utf-8")
+    conf = make_conf(tmp_path, {"hosp-r": [{"kind": "csv", "path": str(folder), "mapping": "his-a"}]})
+    monkeypatch.setenv("CARELAKE_DEID_KEY", TEST_KEY)
+    summary = run_pipeline(load_config(conf), tmp_path / "home", ["ingest"])
+    assert summary.error == ("ingest: patients.csv: columns do not match mapping 'his-a': missing ['LAST_NAME'], "
+                             "unexpected ['SURNAME'] (fix the export, or the mapping if the hospital changed its layout) "
+                             "(mapping 'his-a', conf/csv_mappings/his-a.yaml)")
+    assert "Muster" not in summary.error
+
+
+def test_gb18030_export_with_tab_delimiter(tmp_path):
+    mapping = {"name": "gb", "encoding": "gb18030", "delimiter": "\t", "entities": {"patients": {
+        "file": "p.csv", "date_format": "%Y-%m-%d",
+        "columns": {"patient_id": "编号", "family": "姓", "given": "名", "birth_date": "出生日期", "sex": "性别"},
+        "values": {"sex": {"男": "male", "女": "female"}}}}}
+    (tmp_path / "p.csv").write_bytes("编号\t姓\t名\t出生日期\t性别\n7\t王\t芳\t1988-07-04\t女\n".encode("gb18030"))
+    [record] = list(read_csv_records(tmp_path, mapping))
+    [patient] = csv_row_to_resources("patients", record.row, hospital=HOSPITAL, mapping=mapping, terminology=TERMINOLOGY)
+    validate(patient)
+    assert patient["name"][0] == {"use": "official", "family": "王", "given": ["芳"]} and patient["gender"] == "female"
+
+
+def test_synthea_layout_maps_panels_content_ids_and_exclusions():
+    from tests.conftest import extdata
+
+    folder = extdata("synthea", "jijones12-synthea-ma-11pt-paired", "csv")
+    mapping = yaml.safe_load((MAPPINGS / "synthea.yaml").read_text())
+    counts: dict = {}
+    ids = set()
+    for record in read_csv_records(folder, mapping):
+        if record.skipped:
+            counts["skipped"] = counts.get("skipped", 0) + 1
+            continue
+        for resource in csv_row_to_resources(record.entity, record.row, hospital=HOSPITAL, mapping=mapping, terminology=TERMINOLOGY):
+            validate(resource)
+            ids.add((resource["resourceType"], resource["id"]))
+            counts[resource["resourceType"]] = counts.get(resource["resourceType"], 0) + 1
+            if resource["resourceType"] == "Observation" and resource["code"]["coding"][0]["code"] == "85354-9":
+                assert {c["code"]["coding"][0]["code"] for c in resource["component"]} == {"8480-6", "8462-4"}
+    assert counts == {"Patient": 11, "Encounter": 388, "Observation": 1802, "Condition": 273, "Immunization": 129, "skipped": 336}
+    assert len(ids) == sum(v for k, v in counts.items() if k != "skipped")  # content ids are unique

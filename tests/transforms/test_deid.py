@@ -48,3 +48,33 @@ def test_unknown_action_and_missing_column_are_refused(spark):
         deidentify(df, {"columns": [{"column": "family", "action": "blur"}]}, POLICY)
     with pytest.raises(ValueError, match="names column 'phone', which the view does not produce"):
         deidentify(df, {"columns": [{"column": "phone", "action": "keep"}]}, POLICY)
+
+
+def test_date_shift_is_consistent_per_person_and_within_range(spark):
+    from transforms.deid import shift_days
+
+    policy = Policy(key=KEY, as_of=date(2026, 6, 30), shift_range=10)
+    table = {"columns": [{"column": "person_key", "action": "pseudonym", "as": "person_id"},
+                         {"column": "start", "action": "date_shift", "as": "start_shifted"},
+                         {"column": "end", "action": "date_shift", "as": "end_shifted"},
+                         {"column": "note", "action": "drop"}]}
+    df = spark.createDataFrame(
+        [("pk1", "2024-03-02T10:00:00+01:00", "2024-03-12", "free text"), ("pk1", "2025-01-01", None, None),
+         ("pk2", "2024-03-02", "2024-03-04", "x")], "person_key string, start string, `end` string, note string")
+    rows = [r.asDict() for r in deidentify(df, table, policy).collect()]
+    assert all(list(r) == ["person_id", "start_shifted", "end_shifted"] for r in rows)  # drop leaves nothing behind
+    first = next(r for r in rows if r["start_shifted"] and r["end_shifted"] and r["person_id"] == pseudonym(KEY, "pk1"))
+    shift = shift_days(KEY, "pk1", 10)
+    assert -10 <= shift <= 10
+    assert first["start_shifted"] == (date(2024, 3, 2) + __import__("datetime").timedelta(days=shift)).isoformat()
+    # the interval survives: 10 days apart before and after
+    assert (date.fromisoformat(first["end_shifted"]) - date.fromisoformat(first["start_shifted"])).days == 10
+    shifts = {shift_days(KEY, f"p{i}", 10) for i in range(200)}
+    assert shifts <= set(range(-10, 11)) and len(shifts) > 15
+    assert [shift_days(KEY, f"p{i}", 10) for i in range(50)] != [shift_days(KEY + b"x", f"p{i}", 10) for i in range(50)]
+
+
+def test_date_shift_needs_the_person_column(spark):
+    df = spark.createDataFrame([("2024-03-02",)], "start string")
+    with pytest.raises(ValueError, match="date_shift needs the person_key column"):
+        deidentify(df, {"columns": [{"column": "start", "action": "date_shift"}]}, POLICY)

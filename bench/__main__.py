@@ -1,0 +1,389 @@
+"""End-to-end throughput and memory of carelake, side by side with a naive baseline (issue #8).
+
+    python -m bench --patients N [--hospitals H] [--volume V] [--engines sail[,spark]]
+                    [--no-baseline] [--workdir DIR] [--keep] [--json]
+
+1. Generates the synthetic region with `carelake.demo.prepare_demo` (all three feed kinds). `--volume V`
+   makes each person's history V times as long as the generator's default (1-6 encounters with 0-8
+   labs per person and hospital), by drawing V encounter lists per person: the default V=8 gives tens
+   of encounters and about a hundred lab results per person and hospital, over years.
+2. Runs every stage on the embedded Sail engine with `carelake.pipeline.run_pipeline` and a throw-away
+   key, one stage at a time, and reports per stage: records in, resources out, wall seconds, CPU
+   seconds of the whole process tree, resources/s, and peak RSS of the process tree (the Sail server
+   and the UDF workers are in it), sampled every 0.1 s with psutil.
+3. The naive baseline, on the same landing files: the obvious per-record Python loop (split, map,
+   validate every resource with fhir.resources, evaluate the views, de-identify, write with deltalake).
+4. With `--engines sail,spark` and Java present: the same transforms on classic PySpark (local[2], no
+   Delta jars, so Parquet) in a child process (`bench/spark_child.py`).
+
+`--json` prints one JSON object as the last line. Benchmarks are not tests: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+# -- measuring ------------------------------------------------------------------------------------
+
+
+class TreeMonitor:
+    """Peak RSS (MiB) of this process and all its descendants, sampled in a background thread."""
+
+    def __init__(self, interval: float = 0.1):
+        import psutil
+
+        self._psutil = psutil
+        self._me = psutil.Process()
+        self.interval = interval
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def tree(self):
+        procs = [self._me]
+        try:
+            procs += self._me.children(recursive=True)
+        except self._psutil.Error:
+            pass
+        return procs
+
+    def rss_mb(self) -> float:
+        total = 0
+        for proc in self.tree():
+            try:
+                total += proc.memory_info().rss
+            except self._psutil.Error:
+                pass
+        return total / 2**20
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the live tree, plus what finished children used."""
+        total = 0.0
+        for proc in self.tree():
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+                if proc is self._me:
+                    total += times.children_user + times.children_system
+            except self._psutil.Error:
+                pass
+        return total
+
+    def reset_peak(self) -> None:
+        self.peak = self.rss_mb()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.rss_mb())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+# -- generating -----------------------------------------------------------------------------------
+
+
+def generate(workdir: Path, *, patients: int, hospitals: int, volume: int, seed: int) -> Path:
+    """The demo's landing files and conf/, with `volume` times the default history per person."""
+    from carelake import synth
+    from carelake.demo import prepare_demo
+
+    original = synth._encounters
+
+    def longer(rng, person, counters, *args, **kwargs):
+        found = [e for _ in range(volume) for e in original(rng, person, counters, *args, **kwargs)]
+        return sorted(found, key=lambda e: e.start)
+
+    synth._encounters = longer  # the bench's own scale knob; the generator stays as the demo knows it
+    try:
+        return prepare_demo(workdir, hospitals=hospitals, patients=patients, seed=seed)
+    finally:
+        synth._encounters = original
+
+
+# -- carelake on the embedded engine --------------------------------------------------------------
+
+
+def _table_rows(path: Path) -> int:
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(path)).to_pyarrow_dataset().count_rows() if (path / "_delta_log").is_dir() else 0
+
+
+def _zone_rows(lake, prefix: str) -> int:
+    return sum(t.rows for t in lake.tables() if t.name.startswith(prefix))
+
+
+class StepLog(logging.Handler):
+    """Collects the runners' "<step> done in <s>s" lines, so each stage's figures show where time went."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.steps: list[tuple[str, float]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "%s done in %.1fs%s" and len(record.args) >= 2:
+            self.steps.append((str(record.args[0]), round(float(record.args[1]), 1)))
+
+
+def run_carelake(conf: Path, workdir: Path, monitor: TreeMonitor) -> dict:
+    from carelake.config import load_config
+    from carelake.lake import Lake
+    from carelake.pipeline import STAGES, run_pipeline
+
+    config = load_config(conf)
+    lake = Lake.from_config(config, workdir)
+    stages: dict = {}
+    total_started, total_cpu = time.monotonic(), monitor.cpu_seconds()
+    error = None
+    steps = StepLog()
+    logger = logging.getLogger("carelake")
+    logger.addHandler(steps)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for stage in STAGES:
+        steps.steps = []
+        monitor.reset_peak()
+        started, cpu = time.monotonic(), monitor.cpu_seconds()
+        summary = run_pipeline(config, workdir, [stage], triggered_by="bench")
+        seconds, cpu_seconds = time.monotonic() - started, monitor.cpu_seconds() - cpu
+        stages[stage] = {"seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 1),
+                         "peak_rss_mb": round(monitor.peak), "steps": dict(steps.steps)}
+        if summary.error:
+            error = summary.error
+            stages[stage]["error"] = summary.error
+            break
+    seconds, cpu_seconds = time.monotonic() - total_started, monitor.cpu_seconds() - total_cpu
+
+    bronze = _table_rows(lake.path("bronze.records"))
+    silver = _zone_rows(lake, "silver.")
+    gold = _zone_rows(lake, "gold.")
+    marts = _zone_rows(lake, "marts.")
+    counts = {"ingest": (None, bronze), "normalize": (bronze, silver), "validate": (silver, silver),
+              "curate": (silver, gold), "marts": (gold, marts)}
+    for stage, figures in stages.items():
+        records_in, out = counts[stage]
+        figures.update({"records_in": records_in, "rows_out": out})
+        # "resources" is the unit of the targets: resources normalized to silver
+        figures["resources_per_s"] = round(silver / figures["seconds"]) if stage != "ingest" and figures["seconds"] else None
+    figures_total = {
+        "engine": "sail", "bronze_records": bronze, "resources": silver, "gold_rows": gold, "mart_rows": marts,
+        "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+        "resources_per_s": round(silver / seconds) if seconds else None,
+        "resources_per_cpu_s": round(silver / cpu_seconds) if cpu_seconds else None,
+        "stages": stages, "error": error,
+    }
+    return figures_total
+
+
+# -- the naive baseline ---------------------------------------------------------------------------
+
+
+def run_baseline(conf: Path, out_dir: Path, *, limit: int | None = None) -> dict:
+    """The obvious per-record pipeline: a Python loop on the driver over every record and resource."""
+    from deltalake import write_deltalake
+    import pyarrow as pa
+
+    from carelake.config import load_config
+    from carelake.curate import deid_policy
+    from carelake.ingest import landing_files
+    from carelake.lake import Lake
+    from carelake.normalize import mapping_for
+    from transforms import deid
+    from transforms.fhir_validate import validate
+    from transforms.ingest import split_file
+    from transforms.normalize import RESOURCE_TABLES, _resources
+    from transforms.sqlonfhir import compile_view
+
+    config = load_config(conf)
+    lake = Lake.from_config(config, conf.parent)
+    mapping = mapping_for(config)
+    policy = deid_policy(config, datetime.now(timezone.utc).date())
+    tables = {}
+    for name, table_policy in (config.deid.get("tables") or {}).items():
+        view = config.views[table_policy.get("source", name)]
+        lines = [(l["column"], l["action"], l.get("as", l["column"])) for l in table_policy["columns"] if l["action"] != "drop"]
+        tables.setdefault(view["resource"], []).append((name, compile_view(view), lines))
+
+    started = time.monotonic()
+    records = resources = 0
+    silver: dict[str, list] = {}
+    gold: dict[str, list] = {}
+    files = landing_files(config.feeds, lake.landing, config.csv_mappings)
+    for row in _round_robin([split_file(landing) for landing in files]):
+        if limit and records >= limit:
+            break
+        records += 1
+        try:
+            found = _resources(row, mapping)
+            for resource in found:
+                validate(resource)
+        except Exception:
+            continue  # quarantined: the baseline only counts what it keeps
+        for resource in found:
+            if resource.get("resourceType") not in RESOURCE_TABLES:
+                continue
+            resources += 1
+            text = json.dumps(resource, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+            silver.setdefault(RESOURCE_TABLES[resource["resourceType"]], []).append(
+                {"id": resource["id"], "hospital": row["hospital"], "record_id": row["record_id"], "resource": text})
+            for name, compiled, lines in tables.get(resource["resourceType"], []):
+                for flat in compiled.evaluate(json.loads(text)):
+                    flat = {**flat, "hospital": row["hospital"], "person_key": resource.get("id")}
+                    gold.setdefault(name, []).append(
+                        {out: _deid(deid, action, flat.get(column), policy, flat.get("person_key")) for column, action, out in lines})
+    for name, rows in silver.items():
+        write_deltalake(str(out_dir / "silver" / name), pa.Table.from_pylist(rows), mode="overwrite")
+    for name, rows in gold.items():
+        table = pa.Table.from_pylist([{k: (None if v is None else str(v)) for k, v in r.items()} for r in rows])
+        write_deltalake(str(out_dir / "gold" / name), table, mode="overwrite")
+    seconds = time.monotonic() - started
+    return {"records": records, "limited_to": limit, "resources": resources, "gold_rows": sum(map(len, gold.values())),
+            "seconds": round(seconds, 1), "resources_per_s": round(resources / seconds) if seconds else None}
+
+
+def _round_robin(iterators):
+    """One record from each file in turn: a run cut short by `limit` still samples every feed."""
+    live = list(iterators)
+    while live:
+        for iterator in list(live):
+            try:
+                yield next(iterator)
+            except StopIteration:
+                live.remove(iterator)
+
+
+def _deid(deid, action, value, policy, person):
+    try:
+        return deid._apply(action, value, policy, person)
+    except TypeError:  # an older _apply without the person argument
+        return deid._apply(action, value, policy)
+
+
+# -- JVM Spark in a child process -----------------------------------------------------------------
+
+
+def run_spark_child(conf: Path, out_dir: Path) -> dict:
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        return {"skipped": "no Java on this machine"}
+    command = [sys.executable, "-m", "bench.spark_child", "--conf", str(conf), "--out", str(out_dir)]
+    # the parent's Spark Connect session marks the environment as connect-only; the child is classic
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE")}
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"error": f"spark child exited {done.returncode}: {done.stderr.strip().splitlines()[-1:] or ''}"}
+    return json.loads(lines[-1])
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    import psutil
+
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(), "load_average_1m": round(os.getloadavg()[0], 1)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--patients", type=int, default=1000)
+    parser.add_argument("--hospitals", type=int, default=3)
+    parser.add_argument("--volume", type=int, default=8, help="history length, times the generator's default")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--engines", default="sail", help="comma-separated: sail, spark")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--baseline-records", type=int, default=None,
+                        help="stop the naive baseline after this many records (its rate is what counts)")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    from carelake.keys import KEY_ENV, throwaway_key
+
+    os.environ.setdefault(KEY_ENV, throwaway_key())
+    os.environ.setdefault("RUST_LOG", "error")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="carelake-bench-"))
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+                    "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+                    "patients": args.patients, "hospitals": args.hospitals, "volume": args.volume}
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
+    try:
+        with TreeMonitor() as monitor:
+            started = time.monotonic()
+            conf = generate(workdir / "run", patients=args.patients, hospitals=args.hospitals, volume=args.volume, seed=args.seed)
+            result["generate_seconds"] = round(time.monotonic() - started, 1)
+            say(f"generated {args.patients} patients x {args.hospitals} hospitals (volume {args.volume}) in {result['generate_seconds']} s")
+            monitor.reset_peak()
+            if "sail" in engines:
+                sail = run_carelake(conf, workdir / "run", monitor)
+                sail["peak_rss_mb"] = round(max(s["peak_rss_mb"] for s in sail["stages"].values()))
+                result["sail"] = sail
+                for stage, f in sail["stages"].items():
+                    say(f"  {stage:10s} in {f['records_in'] or '-':>9} out {f['rows_out']:>9}  {f['seconds']:8.1f} s"
+                        f"  cpu {f['cpu_seconds']:7.1f} s  peak {f['peak_rss_mb']:6d} MiB")
+                say(f"sail: {sail['resources']} resources in {sail['seconds']} s = {sail['resources_per_s']}/s "
+                    f"({sail['resources_per_cpu_s']}/cpu-s), peak RSS {sail['peak_rss_mb']} MiB" + (f", ERROR {sail['error']}" if sail["error"] else ""))
+            if "spark" in engines:
+                result["spark"] = run_spark_child(conf, workdir / "spark-out")
+                say(f"spark: {result['spark']}")
+            if not args.no_baseline:
+                monitor.reset_peak()
+                cpu = monitor.cpu_seconds()
+                baseline = run_baseline(conf, workdir / "baseline-out", limit=args.baseline_records)
+                baseline["peak_rss_mb"] = round(monitor.peak)
+                baseline["cpu_seconds"] = round(monitor.cpu_seconds() - cpu, 1)
+                baseline["resources_per_cpu_s"] = round(baseline["resources"] / baseline["cpu_seconds"]) if baseline["cpu_seconds"] else None
+                result["baseline"] = baseline
+                say(f"baseline: {baseline['resources']} resources in {baseline['seconds']} s = {baseline['resources_per_s']}/s")
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    sail = result.get("sail") or {}
+    result["resources"] = sail.get("resources")
+    result["seconds"] = sail.get("seconds")
+    result["resources_per_s"] = sail.get("resources_per_s")
+    result["peak_rss_mb"] = sail.get("peak_rss_mb")
+    result["load_average_1m_end"] = round(os.getloadavg()[0], 1)
+    result["stages"] = sail.get("stages")
+    if result.get("baseline"):
+        result["baseline_resources_per_s"] = result["baseline"]["resources_per_s"]
+        if sail.get("resources_per_s") and result["baseline_resources_per_s"]:
+            result["speedup_vs_baseline"] = round(sail["resources_per_s"] / result["baseline_resources_per_s"], 2)
+            if result["baseline"].get("resources_per_cpu_s") and sail.get("resources_per_cpu_s"):
+                # under load from other processes wall time says more about the neighbours than about
+                # carelake; CPU seconds of the process tree do not
+                result["cpu_efficiency_vs_baseline"] = round(sail["resources_per_cpu_s"] / result["baseline"]["resources_per_cpu_s"], 2)
+            say(f"speed-up over the naive baseline: {result['speedup_vs_baseline']}x")
+    if args.json:
+        print(json.dumps(result, default=str))
+    return result
+
+
+if __name__ == "__main__":
+    main()

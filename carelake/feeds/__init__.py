@@ -1,0 +1,1 @@
+"""Feeds that do not arrive as files in landing: SQL databases (`jdbc`)."""

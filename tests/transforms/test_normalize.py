@@ -1,0 +1,78 @@
+"""normalize, transform level: one bronze record -> its resources or one quarantine row, in Python and
+inside the engine (through the UDF worker pool and in place)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from transforms.arrow import map_rows
+from transforms.normalize import NORMALIZED_COLUMNS, Mapping, normalize_record, normalize_records
+
+BASE = {"hospital": "hosp-x", "feed": "fhir", "format": "ndjson", "source": "hosp-x/fhir/a.ndjson", "received_at": "2024-01-01T00:00:00Z"}
+PATIENT = {"resourceType": "Patient", "id": "00042", "birthDate": "1950-01-30", "gender": "female"}
+OBSERVATION = {
+    "resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "Glucose"},
+    "subject": {"reference": "Patient/00042"}, "effectiveDateTime": "2023-05-01T10:00:00+02:00",
+    "valueQuantity": {"value": 132, "unit": "mg/dL"},
+}
+
+
+def _row(n: int, resource) -> dict:
+    payload = resource if isinstance(resource, str) else json.dumps(resource)
+    return {**BASE, "record_id": f"r{n}", "position": n, "payload": payload}
+
+
+def _rows() -> list[dict]:
+    bad_date = {**OBSERVATION, "id": "o2", "effectiveDateTime": "2023-05-01T10:00:00"}  # a time needs a zone
+    unknown = {**OBSERVATION, "id": "o3", "flavour": "sweet"}
+    return [_row(0, PATIENT), _row(1, OBSERVATION), _row(2, bad_date), _row(3, unknown), _row(4, "{not json")]
+
+
+def test_normalized_and_quarantined_records():
+    out = {row["record_id"]: list(normalize_record(row, Mapping())) for row in _rows()}
+    assert [r["outcome"] for r in out["r0"]] == ["normalized"]
+    patient = out["r0"][0]
+    assert patient["resource_type"] == "Patient" and patient["patient_id"] == patient["id"]
+    assert json.loads(patient["resource"])["birthDate"] == "1950-01-30"
+    assert out["r1"][0]["patient_id"] == patient["id"]
+    for record in ("r2", "r3", "r4"):
+        assert len(out[record]) == 1 and out[record][0]["outcome"] == "quarantined", record
+    assert out["r3"][0]["error_code"] == "FHIR_INVALID" and "flavour" in out["r3"][0]["reason"]
+    # the reason names the element, never the value
+    assert "2023-05-01" not in out["r2"][0]["reason"]
+
+
+def test_a_known_shape_with_a_bad_value_is_still_quarantined():
+    """The second record has the first one's shape: the cached plan must still catch the bad code."""
+    good = {**OBSERVATION, "id": "o10"}
+    bad = {**OBSERVATION, "id": "o11", "status": "final  x"}  # a code may not hold two spaces in a row
+    first, second = (list(normalize_record(_row(n, r), Mapping())) for n, r in ((10, good), (11, bad)))
+    assert first[0]["outcome"] == "normalized"
+    assert second[0]["outcome"] == "quarantined" and second[0]["error_code"] == "FHIR_INVALID"
+
+
+def _in_engine(spark, processes: str, monkeypatch) -> list[tuple]:
+    monkeypatch.setenv("CARELAKE_UDF_PROCESSES", processes)
+    schema = ", ".join(f"{name} {'long' if name == 'position' else 'string'}" for name in
+                       ("record_id", "hospital", "feed", "format", "source", "position", "received_at", "payload"))
+    bronze = spark.createDataFrame(_rows() * 3, schema)
+    rows = normalize_records(bronze, Mapping()).collect()
+    return sorted(tuple(r[c] for c, _ in NORMALIZED_COLUMNS) for r in rows)
+
+
+def test_in_engine_equals_per_record_with_and_without_worker_processes(spark, monkeypatch):
+    expected = sorted(tuple(r.get(c) for c, _ in NORMALIZED_COLUMNS) for row in _rows() * 3 for r in normalize_record(row, Mapping()))
+    assert _in_engine(spark, "0", monkeypatch) == expected
+    assert _in_engine(spark, "2", monkeypatch) == expected
+
+
+def test_map_rows_errors_surface_from_worker_processes(spark, monkeypatch):
+    monkeypatch.setenv("CARELAKE_UDF_PROCESSES", "2")
+
+    def explode(row):
+        raise RuntimeError("mapper bug")
+
+    with pytest.raises(Exception, match="mapper bug"):
+        map_rows(spark.createDataFrame([("a",)], "x string"), explode, [("x", "string")]).collect()

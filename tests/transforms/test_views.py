@@ -1,0 +1,23 @@
+import json
+
+from transforms.views import apply_view, view_columns
+
+VIEW = {"resourceType": "ViewDefinition", "resource": "Patient", "status": "active", "select": [{"column": [
+    {"name": "id", "path": "getResourceKey()", "type": "id"},
+    {"name": "born", "path": "birthDate", "type": "date"},
+    {"name": "deceased", "path": "deceased.ofType(boolean)", "type": "boolean"},
+    {"name": "given", "path": "name.given", "collection": True},
+]}]}
+
+
+def test_view_columns_are_typed():
+    assert view_columns(VIEW) == [("id", "string"), ("born", "string"), ("deceased", "boolean"), ("given", "string")]
+
+
+def test_apply_view_keeps_passthrough_and_serializes_collections(spark):
+    resource = {"resourceType": "Patient", "id": "p1", "birthDate": "1980-05-17", "deceasedBoolean": False,
+                "name": [{"given": ["Ana", "María"]}]}
+    silver = spark.createDataFrame([("h1", "pk1", json.dumps(resource))], "hospital string, person_key string, resource string")
+    (row,) = apply_view(silver, VIEW).collect()
+    assert row.asDict() == {"hospital": "h1", "person_key": "pk1", "id": "p1", "born": "1980-05-17", "deceased": False,
+                            "given": json.dumps(["Ana", "María"], ensure_ascii=False)}

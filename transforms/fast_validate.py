@@ -1,0 +1,309 @@
+"""FHIR R4 validation at mapping speed: fhir.resources verdicts, cached by resource shape.
+
+The mappers produce a few hundred distinct resource *shapes* (which elements are present, nested how,
+holding which JSON types), repeated over millions of resources. Building the pydantic model of every
+resource costs ~100 us; most of that re-checks the same structure again and again.
+
+So validation is split in two, and both halves are fhir.resources' own checks:
+
+- **structure**: the first resource of each shape is validated in full with fhir.resources
+  (`transforms.fhir_validate.validate`). Unknown elements, missing required elements, choice-type
+  conflicts, nulls inside complex lists, wrong JSON types where a complex type belongs: all of these
+  are functions of the shape, so one verdict covers every resource with the same shape.
+- **values**: every primitive leaf of every later resource of that shape is checked by the pydantic
+  validator of the FHIR primitive type its element has (date, dateTime, instant, id, code, uri,
+  decimal, ...), memoised per distinct value; date and time values, which are nearly all distinct and
+  whose fhir.resources validator runs in Python, are first tried against stricter regular expressions
+  plus a calendar check, and go to the real validator only when those do not accept them.
+
+The fast path only ever says *valid*. Whenever it is not sure (a leaf it cannot vouch for, a shape it
+cannot plan, a shape never seen), the resource goes through fhir.resources in full, which gives the
+verdict and the error message. So the fast verdict equals the fhir.resources verdict by construction;
+`tests/transforms/test_fast_validate.py` checks that with mutated resources and the official examples.
+
+Shapes whose first resource fails are not cached: a failure may come from one value, and the next
+resource of that shape may be valid. Invalid resources are rare, and each costs one full validation.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import typing
+from dataclasses import dataclass, field
+
+from transforms.fhir_validate import model_class
+from transforms.fhir_validate import validate as full_validate
+
+__all__ = ["ShapeValidator", "validate", "shape_of", "default_validator"]
+
+#: after this many shapes, new shapes are validated in full and not remembered (bounds memory)
+MAX_SHAPES = 20_000
+#: distinct values remembered per primitive checker (bounds memory; ids and timestamps are unique)
+MAX_VALUES = 50_000
+
+_UNPLANNABLE = object()
+
+
+class _Unplannable(Exception):
+    """The shape holds something the planner cannot vouch for; such resources are validated in full."""
+
+
+def shape_of(node, leaves: list) -> object:
+    """The structural signature of `node`; appends its primitive leaves to `leaves` in walk order.
+
+    Dict keys keep their order, list lengths count, a leaf contributes its exact Python type, and a
+    ``resourceType`` contributes its value (it picks the model class of the element that holds it).
+    """
+    kind = type(node)
+    if kind is dict:
+        parts = []
+        for key, value in node.items():
+            if key == "resourceType" and type(value) is str:
+                parts.append((key, value))
+            else:
+                parts.append((key, shape_of(value, leaves)))
+        return tuple(parts)
+    if kind is list:
+        return ("[", *[shape_of(item, leaves) for item in node])
+    leaves.append(node)
+    return kind
+
+
+# -- primitive checkers ---------------------------------------------------------------------------
+
+_YEAR = r"[1-9][0-9]{3}"
+_FULL_DATE = r"([1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_TIME = r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])"
+# stricter than fhir_core's patterns: no leap seconds, no +14:00, at most 6 fraction digits, year >= 1000
+_PARTIAL_DATE_RE = re.compile(rf"{_YEAR}(-(0[1-9]|1[0-2]))?")
+_FULL_DATE_RE = re.compile(_FULL_DATE)
+_DATETIME_RE = re.compile(_FULL_DATE + _TIME)
+
+
+def _calendar_ok(match) -> bool:
+    try:
+        datetime.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError:
+        return False
+    return True
+
+
+def _fast_date(value: str) -> bool:
+    if _PARTIAL_DATE_RE.fullmatch(value):
+        return True
+    match = _FULL_DATE_RE.fullmatch(value)
+    return match is not None and _calendar_ok(match)
+
+
+def _fast_datetime(value: str) -> bool:
+    if _fast_date(value):
+        return True
+    match = _DATETIME_RE.fullmatch(value)
+    return match is not None and _calendar_ok(match)
+
+
+def _fast_instant(value: str) -> bool:
+    match = _DATETIME_RE.fullmatch(value)
+    return match is not None and _calendar_ok(match)
+
+
+def _always(_value) -> bool:
+    return True
+
+
+@dataclass
+class _Primitive:
+    """Checks one leaf value against the pydantic validator of a FHIR primitive type."""
+
+    adapter: object
+    fast: typing.Callable[[str], bool] | None = None
+    seen: set = field(default_factory=set)
+
+    def __call__(self, value) -> bool:
+        try:
+            if value in self.seen:
+                return True
+        except TypeError:  # not hashable, so not a JSON primitive: let fhir.resources judge
+            return False
+        if self.fast is not None and self.fast(value):
+            return True
+        try:
+            self.adapter.validate_python(value)
+        except Exception:  # any refusal means "not sure": the resource is then validated in full
+            return False
+        if len(self.seen) < MAX_VALUES:
+            self.seen.add(value)
+        return True
+
+
+_checkers: dict = {}
+
+
+def _fast_for(annotation, value_type) -> typing.Callable[[str], bool] | None:
+    if value_type is not str:
+        return None
+    from fhir_core import types as fhir_types
+
+    for meta in typing.get_args(annotation)[1:]:
+        kind = type(meta)
+        if kind is fhir_types.Instant:
+            return _fast_instant
+        if kind is fhir_types.DateTime:
+            return _fast_datetime
+        if kind is fhir_types.Date:
+            return _fast_date
+    return None
+
+
+def _checker(annotation, value_type):
+    if value_type is type(None):
+        return _always  # the shape already fixes that this leaf is null, and the model accepted that
+    key = (annotation, value_type)
+    checker = _checkers.get(key)
+    if checker is None:
+        from pydantic import TypeAdapter
+
+        checker = _checkers[key] = _Primitive(TypeAdapter(annotation), _fast_for(annotation, value_type))
+    return checker
+
+
+# -- planning a shape: which primitive type each leaf has -----------------------------------------
+
+_fields_cache: dict = {}
+
+
+def _unwrap(annotation):
+    """(element annotation, is_list) of a model field, without Optional."""
+    is_list = False
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Union or (origin is not None and getattr(origin, "__name__", "") == "UnionType"):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                raise _Unplannable
+            annotation = args[0]
+        elif origin in (list, typing.List):
+            if is_list:
+                raise _Unplannable
+            is_list = True
+            annotation = typing.get_args(annotation)[0]
+        else:
+            return annotation, is_list
+
+
+def _fields(cls) -> dict:
+    fields = _fields_cache.get(cls)
+    if fields is None:
+        fields = {}
+        for name, info in cls.model_fields.items():
+            try:
+                spec = _unwrap(info.annotation)
+            except _Unplannable:
+                spec = None
+            fields[name] = spec
+            if info.alias:
+                fields[info.alias] = spec
+        _fields_cache[cls] = fields
+    return fields
+
+
+def _plan(node: dict, cls, out: list) -> None:
+    fields = _fields(cls)
+    for key, value in node.items():
+        if key == "resourceType" and type(value) is str:
+            continue
+        spec = fields.get(key)
+        if spec is None:
+            raise _Unplannable
+        annotation, is_list = spec
+        if is_list:
+            if type(value) is not list:
+                raise _Unplannable
+            for item in value:
+                _plan_value(item, annotation, out)
+        else:
+            if type(value) is list:
+                raise _Unplannable
+            _plan_value(value, annotation, out)
+
+
+def _plan_value(value, annotation, out: list) -> None:
+    model = getattr(annotation, "get_model_klass", None)
+    if type(value) is dict:
+        if model is None:
+            raise _Unplannable
+        cls = model()
+        if cls.__name__ in ("Resource", "DomainResource"):
+            cls = model_class(value.get("resourceType")) if type(value.get("resourceType")) is str else None
+            if cls is None:
+                raise _Unplannable
+        _plan(value, cls, out)
+    elif type(value) is list:
+        raise _Unplannable
+    elif model is not None:
+        # fhir.resources also accepts a JSON *string* for a complex element; never vouch for that
+        if value is not None:
+            raise _Unplannable
+        out.append(_always)
+    else:
+        out.append(_checker(annotation, type(value)))
+
+
+# -- the validator --------------------------------------------------------------------------------
+
+
+class ShapeValidator:
+    """`validate(resource)` with the verdict and errors of fhir.resources, cached by shape.
+
+    One instance per process is enough (`default_validator`). Threads may share it: at worst two of
+    them plan the same new shape, and the second plan replaces an identical first one.
+    """
+
+    def __init__(self, *, max_shapes: int = MAX_SHAPES):
+        self.max_shapes = max_shapes
+        self._plans: dict = {}
+        self.stats = {"fast": 0, "full": 0, "shapes": 0}
+
+    def validate(self, resource: dict) -> None:
+        """Raise `RecordError` (FHIR_INVALID) when `resource` is not a valid R4 resource."""
+        if type(resource) is not dict:
+            full_validate(resource)
+            return
+        leaves: list = []
+        shape = shape_of(resource, leaves)
+        plan = self._plans.get(shape)
+        if plan is not None and plan is not _UNPLANNABLE:
+            for check, value in zip(plan, leaves):
+                if not check(value):
+                    break
+            else:
+                self.stats["fast"] += 1
+                return
+        self.stats["full"] += 1
+        full_validate(resource)  # raises with fhir.resources' own message
+        if plan is None and len(self._plans) < self.max_shapes:
+            self._plans[shape] = self._make_plan(resource, len(leaves))
+            self.stats["shapes"] += 1
+
+    @staticmethod
+    def _make_plan(resource: dict, leaves: int):
+        cls = model_class(resource.get("resourceType"))
+        out: list = []
+        try:
+            if cls is None:
+                raise _Unplannable
+            _plan(resource, cls, out)
+        except _Unplannable:
+            return _UNPLANNABLE
+        if len(out) != leaves:  # the planner and shape_of must walk alike; if not, trust neither
+            return _UNPLANNABLE
+        return tuple(out)
+
+
+default_validator = ShapeValidator()
+
+
+def validate(resource: dict) -> None:
+    """Validate with the process's shared `ShapeValidator` (see the module docstring)."""
+    default_validator.validate(resource)
