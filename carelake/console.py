@@ -35,6 +35,21 @@ def print_summary(summary: dict, overview: dict, console: Console | None = None)
         console.print(_table("Validation (Great Expectations)", ["table", "verdict", "critical failed", "warnings failed", "expectations"], rows))
         if quality.get("data_docs"):
             console.print(f"Data Docs: {quality['data_docs']}")
+    results = summary["results"]
+    linkage = (results.get("normalize") or {}).get("linkage") or {}
+    if linkage.get("persons") is not None:
+        line = f"Person linkage: {linkage.get('patients')} hospital patients -> {linkage['persons']} persons"
+        truth = linkage.get("ground_truth") or {}
+        if truth.get("precision") is not None:
+            line += f" (against the generator's ground truth: precision {truth['precision']:.3f}, recall {truth['recall']:.3f})"
+        console.print(line)
+    kanon = (results.get("curate") or {}).get("kanon") or {}
+    if kanon:
+        generalized = sum((kanon.get("generalized") or {}).values())
+        console.print(f"k-anonymity (k={kanon['k']} on {', '.join(kanon['quasi_identifiers'])}) in {kanon['table']}: "
+                      f"{kanon['unchanged']} records unchanged, {generalized} generalized, {kanon['suppressed']} suppressed")
+    if results.get("report"):
+        console.print(f"Run report: {results['report']}")
     if summary.get("error"):
         console.print(f"[bold red]Run stopped[/bold red] at {summary['error']}")
     else:
