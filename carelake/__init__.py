@@ -1,0 +1,1 @@
+"""carelake: regional hospital feeds -> FHIR R4 -> de-identified Delta tables."""
