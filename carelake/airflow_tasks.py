@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-import yaml
-
 from carelake.errors import CarelakeError, ConfigError, KeyMissingError, PrivacyGateError, QualityGateError
+from carelake.yamlconf import load_mapping
 
 __all__ = [
     "DagConfError", "DagsConf", "HospitalSpec", "FeedSpec", "TaskDefaults", "dag_conf", "default_conf_dir",
@@ -128,15 +127,7 @@ def default_conf_dir() -> Path:
 
 
 def _load_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise DagConfError(f"{path} is not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise DagConfError(f"{path} must hold a mapping at the top level, found {type(data).__name__}")
-    return data
+    return load_mapping(path, error=DagConfError)
 
 
 def _minutes(section: dict, key: str, default: timedelta, where: str) -> timedelta:

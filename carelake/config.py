@@ -11,10 +11,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from carelake.engine import EngineSettings, engine_settings
 from carelake.errors import ConfigError
+from carelake.yamlconf import load_mapping
 from transforms.terminology import Terminology
 
 __all__ = [
@@ -102,19 +102,7 @@ def default_conf_dir() -> Path:
 
 
 def _yaml(path: Path, *, required: bool = True) -> dict:
-    if not path.exists():
-        if required:
-            raise ConfigError(f"{path} is missing")
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping at the top level, found {type(data).__name__}")
-    return data
+    return load_mapping(path, required=required)
 
 
 def _hospital(path: Path) -> Hospital:
