@@ -21,7 +21,10 @@ def view_columns(view: dict) -> list[tuple[str, str]]:
     """(name, Spark type) of each column the view produces."""
     from transforms.sqlonfhir import compile_view
 
-    compiled = compile_view(view)
+    return _spark_columns(compile_view(view))
+
+
+def _spark_columns(compiled) -> list[tuple[str, str]]:
     return [(name, "string" if collection else _SPARK_TYPES.get(kind or "", "string")) for name, kind, collection in compiled.columns]
 
 
@@ -43,8 +46,8 @@ def apply_view(silver, view: dict, *, passthrough: tuple[str, ...] = ("hospital"
     """Evaluate `view` over every resource of `silver`; see the module docstring for the columns."""
     from transforms.sqlonfhir import compile_view
 
-    columns = view_columns(view)
     compiled = compile_view(view)
+    columns = _spark_columns(compiled)
     out = [(name, "string") for name in passthrough] + columns
 
     def rows(row: dict):
