@@ -303,6 +303,13 @@ def _fmt_axis(value: float) -> str:
     return f"{value:.0f}" if value == int(value) else f"{value:.2f}".rstrip("0").rstrip(".")
 
 
+def _passed(row: dict) -> int | None:
+    # History rows of runs that stopped before validation hold no counts (None), not zeros.
+    if row["expectations"] is None:
+        return None
+    return row["expectations"] - (row["failed_critical"] or 0) - (row["failed_warning"] or 0)
+
+
 def _trends(history: list[dict], run_id: str) -> str:
     runs = [r for r in history if r["scope"] == "run"][-TREND_RUNS:]
     if not runs:
@@ -325,9 +332,9 @@ def _trends(history: list[dict], run_id: str) -> str:
     for r in history:
         if r["scope"] == "table" and r["hospital"] is None and r["run_id"] in ids and r["expectations"]:
             counts = by_layer[r["table_name"].split(".")[0]][r["run_id"]]
-            counts[0] += r["expectations"] - (r["failed_critical"] or 0) - (r["failed_warning"] or 0)
+            counts[0] += _passed(r)
             counts[1] += r["expectations"]
-    passes = {"all tables": [rate(r["expectations"] - (r["failed_critical"] or 0) - (r["failed_warning"] or 0), r["expectations"]) for r in runs]}
+    passes = {"all tables": [rate(_passed(r), r["expectations"]) for r in runs]}
     for layer in sorted(by_layer, key=lambda l: _LAYER_ORDER.get(l, 9)):
         passes["conservation" if layer == "phi" else layer] = [rate(*by_layer[layer][i]) if i in by_layer[layer] else None for i in ids]
     failures = {"critical": [r["failed_critical"] for r in runs], "warning": [r["failed_warning"] for r in runs]}

@@ -74,3 +74,15 @@ def test_report_renders_in_a_browser(history, tmp_path):
                     "--window-size=1280,1600", html.as_uri()], check=True, capture_output=True, timeout=120)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a blank page compresses to a few kB
+
+
+def test_a_run_that_stopped_before_validation_leaves_a_gap_in_the_trends(history):
+    stopped = {**run_data("run-5", 4), "status": "failed", "verdict": "none", "error": "normalize: disk full"}
+    record_history(history, stopped)
+    rows = read_history(history)
+    assert next(r for r in rows if r["scope"] == "run" and r["run_id"] == "run-5")["expectations"] is None
+    page = render(stopped, rows, links={"data_docs": "d.html", "results": "r"})
+    first_chart = page.split("<svg", 2)[1]
+    # five runs on the axis, but no pass-rate point for the run that validated nothing
+    assert first_chart.count("<title>all tables") == len(RUNS)
+    assert "normalize: disk full" in page
