@@ -55,10 +55,11 @@ def prepare_demo(workdir: Path, *, hospitals: int, patients: int, seed: int) -> 
         (conf / "hospitals" / f"{hospital}.yaml").write_text(yaml.safe_dump(demo_hospital(hospital, csv_mapping_for(hospital)), sort_keys=False))
     (conf / "terminology").mkdir()
     rows = terminology_rows(result.hospitals)
-    with open(conf / "terminology" / "demo-lab-codes.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    if rows:  # only some hospitals send local lab codes; a one-hospital region may need no map
+        with open(conf / "terminology" / "demo-lab-codes.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     return conf
 
 

@@ -157,3 +157,12 @@ def test_sql_over_curated_tables(demo_run):
     rows = json.loads(out.stdout)
     assert {r["gender"] for r in rows} <= {"male", "female", "other", "unknown", None}
     assert sum(r["n"] for r in rows) == DeltaTable(str(workdir / "curated" / "gold" / "patient")).to_pyarrow_table().num_rows
+
+
+def test_a_one_hospital_demo_needs_no_terminology_map(tmp_path):
+    from carelake.demo import prepare_demo
+
+    conf = prepare_demo(tmp_path / "demo", hospitals=1, patients=20, seed=3)
+    config = load_config(conf)
+    assert [h.id for h in config.hospitals] == ["hosp-a"]
+    assert not list((conf / "terminology").glob("*.csv"))
