@@ -9,6 +9,9 @@ memory, so nothing is written to conf/. PATH is read in place, wherever it is.
   (the built-in Synthea layout and the demo layouts his-a/b/c). ``csv:PATH@MAPPING`` names it instead.
 - ``jdbc:MAPPING@ENV``: the tables or queries of conf/csv_mappings/MAPPING.yaml, read from the database
   whose URL is in the environment variable ENV (a URL carries a password: never on the command line).
+- ``fhir-rest:URL`` or ``fhir-rest:URL@ENV``: pull a FHIR server (search over the types the FHIR feed
+  maps; a URL ending in ``/$export`` means a Bulk Data export) with the bearer token in the environment
+  variable ENV, into ``adhoc/HOSPITAL/fhir-rest`` under the working directory's landing zone.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from pathlib import Path
 
 from carelake.config import Config, Feed, Hospital, load_config
 from carelake.errors import ConfigError
+from carelake.hospital_conf import check_feed
 
 __all__ = ["parse_feed", "adhoc_config", "detect_csv_mapping", "ADHOC_KINDS"]
 
-ADHOC_KINDS = ("hl7v2", "csv", "fhir", "jdbc")
-_SPEC = re.compile(r"(?P<hospital>[A-Za-z0-9][A-Za-z0-9_.-]*)=(?P<kind>[a-z0-9]+):(?P<path>.+)")
+ADHOC_KINDS = ("hl7v2", "csv", "fhir", "jdbc", "fhir-rest")
+_SPEC = re.compile(r"(?P<hospital>[A-Za-z0-9][A-Za-z0-9_.-]*)=(?P<kind>[a-z0-9-]+):(?P<path>.+)")
+_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def detect_csv_mapping(folder: Path, mappings: dict[str, dict]) -> str:
@@ -61,6 +66,8 @@ def parse_feed(spec: str, mappings: dict[str, dict]) -> Feed:
         if mapping not in mappings or not env:
             raise ConfigError(f"--feed {hospital}=jdbc:{path}: expected jdbc:MAPPING@ENV_VAR with MAPPING in conf/csv_mappings")
         return Feed(hospital, "jdbc", f"adhoc-{mapping}", mapping, {"url_env": env})
+    if kind == "fhir-rest":
+        return _fhir_rest_feed(hospital, path)
     mapping = None
     if kind == "csv" and "@" in path:
         path, mapping = path.rsplit("@", 1)
@@ -80,6 +87,20 @@ def parse_feed(spec: str, mappings: dict[str, dict]) -> Feed:
     else:
         raise ConfigError(f"--feed {hospital}={kind}:{path}: no such file or folder")
     return Feed(hospital, kind, pattern)
+
+
+def _fhir_rest_feed(hospital: str, spec: str) -> Feed:
+    url, _, env = spec.rpartition("@")
+    if not url or not _ENV.fullmatch(env):  # no @ENV: the whole spec is the URL
+        url, env = spec, ""
+    options = {"url": url.rstrip("/")}
+    if options["url"].endswith("/$export"):
+        options = {"url": options["url"], "mode": "bulk"}
+    if env:
+        options["auth_env"] = env
+    feed = check_feed({"kind": "fhir-rest", "path": f"adhoc/{hospital}/fhir-rest", "options": options},
+                      f"--feed {hospital}=fhir-rest:...")
+    return Feed(hospital, "fhir-rest", feed.path, None, feed.options)
 
 
 def adhoc_config(conf_dir: Path | str | None, feeds: list[str]) -> Config:

@@ -13,7 +13,9 @@ Two halves with different rules:
 Interval semantics (see docs/operations.md): an ingest run reads the landing files of its hospital
 whose delivery time (the file's modification time, which bronze keeps as `received_at`) falls in the
 run's data interval `[start, end)`. Bronze MERGEs on the record's content hash, so a rerun adds nothing
-and a backfill over consecutive intervals leaves the same tables as one run over all the files.
+and a backfill over consecutive intervals leaves the same tables as one run over all the files. A
+fhir-rest feed is the exception: each run pulls what changed on the server since its last mark
+(phi.feed_state), whatever the interval, and ingests that pull.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from carelake.errors import CarelakeError, ConfigError, KeyMissingError, PrivacyGateError, QualityGateError
+from carelake.hospital_conf import FEED_KINDS, check_mappings_exist, check_schedule, check_unique_ids, read_hospital
 from carelake.yamlconf import load_mapping
 
 __all__ = [
@@ -39,15 +41,12 @@ __all__ = [
 log = logging.getLogger("carelake")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-#: carelake.config.FEED_KINDS, repeated so that parsing a DAG file needs no carelake.config (a test
-#: keeps the two equal).
-FEED_KINDS = ("hl7v2", "csv", "fhir", "jdbc", "fhir-rest")
+# FEED_KINDS comes from carelake.hospital_conf, the hospital-file rules `carelake run` applies too.
 #: The silver tables every normalize run writes (carelake.normalize.CORE_TABLES, kept here because
 #: that module imports pyspark): the Assets the curation DAG is scheduled on.
 SILVER_TABLES = ("patient", "encounter", "observation", "condition")
 #: Errors that a retry cannot fix: the task fails at once instead of backing off.
 NO_RETRY_ERRORS = (ConfigError, KeyMissingError, QualityGateError, PrivacyGateError)
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _STAGE_ERRORS = {QualityGateError.exit_code: QualityGateError, PrivacyGateError.exit_code: PrivacyGateError,
                  KeyMissingError.exit_code: KeyMissingError}
 
@@ -83,6 +82,7 @@ class FeedSpec:
     kind: str
     path: str
     connection_id: str | None = None
+    mapping: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,12 +149,7 @@ def _int(section: dict, key: str, default, where: str, *, minimum: int = 0):
 
 
 def _schedule(value, where: str, key: str = "schedule") -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not (value.startswith("@") or len(value.split()) == 5):
-        raise DagConfError(f"{where}: '{key}' must be a cron expression ('0 2 * * *') or a preset ('@daily'), "
-                           f"or null for manual runs only; found {value!r}")
-    return value
+    return check_schedule(value, where, key, error=DagConfError)
 
 
 def _start_date(value, where: str) -> datetime:
@@ -166,34 +161,12 @@ def _start_date(value, where: str) -> datetime:
 
 
 def _hospital(path: Path, default_schedule: str | None) -> HospitalSpec:
-    data = _load_yaml(path)
-    hospital_id = data.get("id")
-    if not isinstance(hospital_id, str) or not _ID.match(hospital_id):
-        raise DagConfError(f"{path}: 'id' is required: lower-case letters, digits, '-' or '_' (e.g. hosp-a); "
-                           f"found {hospital_id!r}")
-    feeds = []
-    for index, raw in enumerate(data.get("feeds") or []):
-        where = f"{path}: feeds[{index}]"
-        if not isinstance(raw, dict) or raw.get("kind") not in FEED_KINDS:
-            raise DagConfError(f"{where}: 'kind' must be one of {', '.join(FEED_KINDS)}")
-        if not raw.get("path"):
-            raise DagConfError(f"{where}: 'path' is required (a glob, or for csv a folder, under landing)")
-        options = raw.get("options") or {}
-        if not isinstance(options, dict):
-            raise DagConfError(f"{where}: 'options' must be a mapping")
-        connection = options.get("airflow_conn")
-        if connection is not None and not isinstance(connection, str):
-            raise DagConfError(f"{where}: 'options.airflow_conn' must be an Airflow connection id, found {connection!r}")
-        feeds.append(FeedSpec(raw["kind"], str(raw["path"]), connection))
-    if not feeds:
-        raise DagConfError(f"{path}: 'feeds' is empty; a hospital needs at least one feed")
-    airflow = data.get("airflow") or {}
-    if not isinstance(airflow, dict):
-        raise DagConfError(f"{path}: 'airflow' must be a mapping (retries: ...)")
+    """One hospital file, checked by the rules `carelake run` applies too (carelake.hospital_conf)."""
+    conf = read_hospital(path, error=DagConfError)
     return HospitalSpec(
-        id=hospital_id, name=str(data.get("name") or hospital_id),
-        schedule=_schedule(data["schedule"], str(path)) if "schedule" in data else default_schedule,
-        feeds=tuple(feeds), source=path, retries=_int(airflow, "retries", None, f"{path}: airflow"),
+        id=conf.id, name=conf.name, schedule=conf.schedule if conf.schedule_set else default_schedule,
+        feeds=tuple(FeedSpec(f.kind, str(f.path), f.options.get("airflow_conn"), f.mapping) for f in conf.feeds),
+        source=path, retries=conf.airflow.get("retries"),
     )
 
 
@@ -217,11 +190,8 @@ def dag_conf(directory: Path | str | None = None) -> DagsConf:
     maintenance = data.get("maintenance") or {}
     hospitals = tuple(_hospital(p, _schedule(ingest_section.get("schedule", "@daily"), f"{where}: ingest"))
                       for p in sorted((directory / "hospitals").glob("*.yaml")))
-    seen: dict[str, Path] = {}
-    for hospital in hospitals:
-        if hospital.id in seen:
-            raise DagConfError(f"hospital id {hospital.id!r} is declared twice: {seen[hospital.id]} and {hospital.source}")
-        seen[hospital.id] = hospital.source
+    check_unique_ids(hospitals, error=DagConfError)
+    check_mappings_exist(hospitals, directory / "csv_mappings", error=DagConfError)
     pool = data.get("pool")
     if pool is not None and not isinstance(pool, str):
         raise DagConfError(f"{where}: 'pool' must be an Airflow pool name or null, found {pool!r}")

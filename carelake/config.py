@@ -14,6 +14,7 @@ from pathlib import Path
 
 from carelake.engine import EngineSettings, engine_settings
 from carelake.errors import ConfigError
+from carelake.hospital_conf import FEED_KINDS, FEED_OPTIONS, check_mappings_exist, check_unique_ids, read_hospital
 from carelake.yamlconf import load_mapping
 from transforms.terminology import Terminology
 
@@ -23,18 +24,8 @@ __all__ = [
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-#: hl7v2, csv, fhir read files under landing (or, given an absolute path, in place); jdbc reads a SQL
-#: database. fhir-rest (pull from a FHIR server into landing, then read as fhir) is accepted in conf
-#: but not implemented yet: ingest stops on it with a ConfigError (see docs/feeds.md).
-FEED_KINDS = ("hl7v2", "csv", "fhir", "jdbc", "fhir-rest")
-#: Options each kind accepts besides kind, path and mapping (see docs/feeds.md).
-FEED_OPTIONS = {
-    "hl7v2": set(),
-    "csv": set(),
-    "fhir": {"reference_files"},
-    "jdbc": {"url", "url_env"},
-    "fhir-rest": {"url", "mode", "types", "auth_env", "airflow_conn", "page_size"},
-}
+# FEED_KINDS, FEED_OPTIONS: defined with the hospital-file rules (carelake.hospital_conf), which the
+# Airflow DAG factory shares.
 
 
 @dataclass(frozen=True)
@@ -43,8 +34,9 @@ class Feed:
 
     `path`: a glob (csv: a folder) under landing, or an absolute path read in place; for jdbc the
     database is in `options` (``url`` or ``url_env``) and `path` names the feed (a label, also the
-    key of its watermarks in phi.feed_state). `mapping`: a conf/csv_mappings
-    name (csv, jdbc). `options`: kind-specific settings (`FEED_OPTIONS`).
+    key of its watermarks in phi.feed_state); for fhir-rest `path` is the folder under landing the
+    pulls are written to (and the key of its marks). `mapping`: a conf/csv_mappings name (csv, jdbc).
+    `options`: kind-specific settings (`FEED_OPTIONS`).
     """
 
     hospital: str
@@ -105,31 +97,10 @@ def _yaml(path: Path, *, required: bool = True) -> dict:
     return load_mapping(path, required=required)
 
 
-def _hospital(path: Path) -> Hospital:
-    data = _yaml(path)
-    hospital_id = data.get("id")
-    if not hospital_id or not isinstance(hospital_id, str):
-        raise ConfigError(f"{path}: 'id' is required (a short name such as hosp-a)")
-    feeds = []
-    for index, raw in enumerate(data.get("feeds") or []):
-        where = f"{path}: feeds[{index}]"
-        if not isinstance(raw, dict) or raw.get("kind") not in FEED_KINDS:
-            raise ConfigError(f"{where}: 'kind' must be one of {', '.join(FEED_KINDS)}")
-        if not raw.get("path"):
-            raise ConfigError(f"{where}: 'path' is required (a glob under the landing zone)")
-        if raw["kind"] in ("csv", "jdbc") and not raw.get("mapping"):
-            raise ConfigError(f"{where}: a {raw['kind']} feed needs 'mapping' (a file name in conf/csv_mappings/)")
-        options = raw.get("options") or {}
-        unknown = sorted(set(options) - FEED_OPTIONS[raw["kind"]]) if isinstance(options, dict) else ["(not a mapping)"]
-        if unknown:
-            raise ConfigError(f"{where}: unknown options {unknown} for a {raw['kind']} feed; known: {sorted(FEED_OPTIONS[raw['kind']])}")
-        if raw["kind"] == "jdbc" and not (options.get("url") or options.get("url_env")):
-            raise ConfigError(f"{where}: a jdbc feed needs options.url_env (an environment variable holding the "
-                              "database URL) or options.url (without password)")
-        feeds.append(Feed(hospital_id, raw["kind"], raw["path"], raw.get("mapping"), dict(options)))
-    if not feeds:
-        raise ConfigError(f"{path}: 'feeds' is empty; a hospital needs at least one feed")
-    return Hospital(hospital_id, data.get("name", hospital_id), tuple(feeds), data.get("schedule", "@daily"), data.get("hl7v2") or {})
+def _hospital_of(conf) -> Hospital:
+    """A checked conf/hospitals/<id>.yaml (carelake.hospital_conf: the rules the DAG factory applies too)."""
+    feeds = tuple(Feed(conf.id, f.kind, f.path, f.mapping, dict(f.options)) for f in conf.feeds)
+    return Hospital(conf.id, conf.name, feeds, conf.schedule if conf.schedule_set else "@daily", conf.hl7v2)
 
 
 def load_config(conf_dir: Path | str | None = None) -> Config:
@@ -137,14 +108,11 @@ def load_config(conf_dir: Path | str | None = None) -> Config:
     conf_dir = Path(conf_dir) if conf_dir else default_conf_dir()
     if not conf_dir.is_dir():
         raise ConfigError(f"configuration folder {conf_dir} does not exist")
-    hospitals = tuple(_hospital(p) for p in sorted((conf_dir / "hospitals").glob("*.yaml")))
-    ids = [h.id for h in hospitals]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"{conf_dir / 'hospitals'}: hospital ids must be unique, found {ids}")
+    confs = [read_hospital(p) for p in sorted((conf_dir / "hospitals").glob("*.yaml"))]
+    check_unique_ids(confs)
+    check_mappings_exist(confs, conf_dir / "csv_mappings")
+    hospitals = tuple(_hospital_of(c) for c in confs)
     mappings = {p.stem: _yaml(p) for p in sorted((conf_dir / "csv_mappings").glob("*.yaml"))}
-    for feed in (f for h in hospitals for f in h.feeds):
-        if feed.mapping and feed.mapping not in mappings:
-            raise ConfigError(f"hospital {feed.hospital}: csv mapping {feed.mapping!r} not found in {conf_dir / 'csv_mappings'}")
     views = {}
     for path in sorted((conf_dir / "views").glob("*.json")):
         try:

@@ -1,7 +1,9 @@
 """ingest runner: what every configured feed delivered -> bronze.records (MERGE on record_id).
 
 File feeds (hl7v2, csv, fhir) are listed here and split into records inside the engine
-(`transforms.ingest`). A jdbc feed reads its database incrementally (`carelake.feeds.jdbc`).
+(`transforms.ingest`). A jdbc feed reads its database incrementally (`carelake.feeds.jdbc`). A
+fhir-rest feed first pulls its FHIR server into landing as NDJSON (`carelake.feeds.fhir_rest`); those
+files are then split like a fhir feed's (bronze feed ``fhir``) and counted under the fhir-rest feed.
 A feed path that is absolute is read in place, outside the landing zone (ad-hoc runs, external data).
 """
 
@@ -61,7 +63,7 @@ def landing_files(feeds: list[Feed], landing: Path, csv_mappings: dict[str, dict
     rows = []
     for feed in feeds:
         base = {"hospital": feed.hospital, "feed": feed.kind, "entity": None, "options": None}
-        if feed.kind == "jdbc":
+        if feed.kind in ("jdbc", "fhir-rest"):  # not files: read or pulled by ingest itself
             continue
         if feed.kind == "csv":
             folder = Path(feed.path) if Path(feed.path).is_absolute() else landing / feed.path
@@ -91,12 +93,22 @@ def run(ctx: RunContext, *, hospitals: list[str] | None = None,
     """Ingest every feed (or those of `hospitals`); returns records read, new and skipped per feed."""
     lake, spark = ctx.lake, ctx.spark
     feeds = [f for f in ctx.config.feeds if hospitals is None or f.hospital in hospitals]
-    for feed in feeds:
-        if feed.kind == "fhir-rest":
-            raise ConfigError(f"hospital {feed.hospital}: fhir-rest feeds are not implemented yet; deliver the "
-                              "server's $export NDJSON files into landing and declare a fhir feed (docs/feeds.md)")
+    pulls, pulled = {}, {}
+    for feed in (f for f in feeds if f.kind == "fhir-rest"):
+        from carelake.feeds.fhir_rest import pull
+
+        with ctx.progress.step(f"ingest: pull {feed.name} from its FHIR server") as note:
+            pulls[feed.name] = pull(ctx, feed)
+            note["detail"] = f"{sum(pulls[feed.name].resources.values())} resources in {len(pulls[feed.name].files)} files"
     with ctx.progress.step("ingest: list landing files") as note:
         files = landing_files(feeds, lake.landing, ctx.config.csv_mappings, received_between=received_between)
+        # a pull is this run's delivery, whatever the data interval: the server's marks are its increment
+        for feed in (f for f in feeds if f.kind == "fhir-rest"):
+            for path in pulls[feed.name].files:
+                row = {"hospital": feed.hospital, "feed": "fhir", "path": str(path), "source": _source(path, lake.landing),
+                       "received_at": _received_at(path), "entity": None, "options": None}
+                files.append(row)
+                pulled[row["source"]] = feed.name
         lake.check_landing_files(files)  # too big or unreadable: refused by name before any write
         note["detail"] = f"{len(files)} files from {len(feeds)} feeds"
     parts = []
@@ -116,12 +128,22 @@ def run(ctx: RunContext, *, hospitals: list[str] | None = None,
                 parts.append(lake.read(spark, f"staging.jdbc_batch_{index}"))
             note["detail"] = f"{jdbc[feed.name]['rows']} rows"
     if not parts:
-        return {"files": 0, "feeds": {}}
+        for feed in (f for f in feeds if f.kind == "fhir-rest"):
+            _commit_pull(ctx, feed, pulls[feed.name])  # nothing new, but a bulk export's time still moves on
+        # a pull that found nothing new still says so; file feeds with no files keep the old, empty answer
+        empty = {f.name: {"read": 0, "new": 0} for f in feeds if f.kind == "fhir-rest"}
+        return {"files": 0, "feeds": empty, **({"fhir_rest": {n: p.summary(lake.landing) for n, p in pulls.items()}} if pulls else {})}
     staged = parts[0]
     for part in parts[1:]:
         staged = staged.unionByName(part.select(*_BRONZE_NAMES))
     with ctx.progress.step("ingest: count and deduplicate records") as note:
-        feed_name = F.concat_ws("/", "hospital", "feed").alias("feed_name")
+        feed_name = F.concat_ws("/", "hospital", "feed")
+        if pulled:  # bronze says fhir (the records are FHIR resources); the summary names the feed that pulled them
+            label = F.lit(None).cast("string")
+            for name in sorted(set(pulled.values())):
+                label = F.when(F.col("source").isin([s for s, n in pulled.items() if n == name]), F.lit(name)).otherwise(label)
+            feed_name = F.coalesce(label, feed_name)
+        feed_name = feed_name.alias("feed_name")
         skipped_rows = staged.filter(F.col("format").startswith("skipped:"))
         skipped: dict = {}
         for r in skipped_rows.groupBy(feed_name, "format").count().collect():
@@ -142,10 +164,20 @@ def run(ctx: RunContext, *, hospitals: list[str] | None = None,
         from carelake.feeds.jdbc import commit_watermarks
 
         commit_watermarks(ctx, feed, jdbc[feed.name])  # only once the rows are safely in bronze
+    for feed in (f for f in feeds if f.kind == "fhir-rest"):
+        _commit_pull(ctx, feed, pulls[feed.name])
     names = {f.name for f in feeds}
     feeds_out = {name: {"read": read.get(name, 0), "new": added.get(name, 0), **({"skipped": skipped[name]} if name in skipped else {})}
                  for name in sorted(set(read) | names)}
     out = {"files": len(files), "feeds": feeds_out}
     if jdbc:
         out["jdbc"] = {name: {k: v for k, v in state.items() if k != "pending"} for name, state in jdbc.items()}
+    if pulls:
+        out["fhir_rest"] = {name: result.summary(lake.landing) for name, result in pulls.items()}
     return out
+
+
+def _commit_pull(ctx: RunContext, feed: Feed, result) -> None:
+    from carelake.feeds.state import commit_marks
+
+    commit_marks(ctx, feed, result.pending, result.rows_per_mark())

@@ -1,1 +1,1 @@
-"""Feeds that do not arrive as files in landing: SQL databases (`jdbc`)."""
+"""Feeds that do not arrive as files in landing: SQL databases (`jdbc`), FHIR servers (`fhir_rest`)."""

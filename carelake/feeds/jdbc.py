@@ -12,7 +12,7 @@ The mapping is a conf/csv_mappings file whose entities name a ``table`` or a ``q
         ignore: [updated_at]
 
 Each run reads, per entity, the rows whose watermark is at or above the high-water mark of the last run
-(kept in ``phi.feed_state``: hospital, feed, entity, watermark, rows, updated_at). ``>=`` rather than
+(kept in ``phi.feed_state``, see `carelake.feeds.state`). ``>=`` rather than
 ``>`` so that a row committed later with the same timestamp is not lost; rows read twice have the same
 content hash and are not stored twice. The new mark is written only after the rows are in bronze, so
 a failed run reads them again.
@@ -36,14 +36,13 @@ from pyspark.sql import functions as F
 from carelake.config import Feed
 from carelake.context import RunContext
 from carelake.errors import ConfigError
+from carelake.feeds.state import STATE_TABLE, commit_marks, read_marks
 from transforms.arrow import map_rows
 from transforms.ids import record_id
 from transforms.ingest import BRONZE_COLUMNS
 
 __all__ = ["read_feed", "commit_watermarks", "jdbc_options", "STATE_TABLE"]
 
-STATE_TABLE = "phi.feed_state"
-_STATE_SCHEMA = "hospital string, feed string, entity string, watermark string, rows long, updated_at string"
 _registered: set[int] = set()
 
 
@@ -100,18 +99,11 @@ def _text(value) -> str | None:
     return str(value)
 
 
-def _marks(ctx: RunContext, feed: Feed) -> dict[str, str]:
-    if not ctx.lake.exists(STATE_TABLE):
-        return {}
-    rows = ctx.lake.read(ctx.spark, STATE_TABLE).filter((F.col("hospital") == feed.hospital) & (F.col("feed") == feed.path)).collect()
-    return {r["entity"]: r["watermark"] for r in rows if r["watermark"] is not None}
-
-
 def read_feed(ctx: RunContext, feed: Feed):
     """(bronze DataFrame or None, state) for one jdbc feed; state carries the pending watermarks."""
     mapping = ctx.config.csv_mappings[feed.mapping]
     options = jdbc_options(_url(feed))
-    marks = _marks(ctx, feed)
+    marks = read_marks(ctx, feed)
     received = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     parts, pending, counts = [], {}, {}
     for entity, spec in (mapping.get("entities") or {}).items():
@@ -162,8 +154,4 @@ def _to_bronze(df, feed: Feed, entity: str, spec: dict, source: str, received: s
 
 def commit_watermarks(ctx: RunContext, feed: Feed, state: dict) -> None:
     """Store the high-water marks of a read whose rows are now in bronze."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    rows = [(feed.hospital, feed.path, entity, mark, state["entities"].get(entity, 0), now)
-            for entity, mark in state.get("pending", {}).items()]
-    if rows:
-        ctx.lake.merge(ctx.spark, ctx.spark.createDataFrame(rows, _STATE_SCHEMA), STATE_TABLE, keys=["hospital", "feed", "entity"])
+    commit_marks(ctx, feed, state.get("pending", {}), state["entities"])
