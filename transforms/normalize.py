@@ -39,6 +39,7 @@ RESOURCE_TABLES = {
     "DiagnosticReport": "diagnostic_report", "Procedure": "procedure", "AllergyIntolerance": "allergy_intolerance",
     "Immunization": "immunization", "MedicationRequest": "medication_request", "Coverage": "coverage",
     "RelatedPerson": "related_person", "Specimen": "specimen", "ServiceRequest": "service_request",
+    "Appointment": "appointment", "DocumentReference": "document_reference",
 }
 
 

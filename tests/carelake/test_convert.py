@@ -72,7 +72,7 @@ def test_one_message_per_file_and_several(tmp_path):
     assert single["timestamp"] == "2024-01-02T10:30:00+08:00"
     oru = check_bundle(out / "batch-3.json")
     types = sorted(e["resource"]["resourceType"] for e in oru["entry"])
-    assert types == ["DiagnosticReport", "Observation", "Patient", "Specimen"]  # IG: OBR -> Specimen too
+    assert types == ["DiagnosticReport", "Observation", "Patient", "ServiceRequest", "Specimen"]  # IG: OBR -> both
     assert quarantine_lines(out) == []
 
 

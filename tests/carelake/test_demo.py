@@ -43,8 +43,7 @@ def test_bad_records_are_quarantined_with_their_reason(demo_run, spark):
     quarantined = {(r.source, r.position): r.error_code for r in lake.read(spark, "phi.quarantine").collect()}
     with open(workdir / "synth-truth" / "bad_records.csv", newline="") as handle:
         expected = {(r["file"], int(r["position"])): r["expected_code"] for r in csv.DictReader(handle)}
-    # a truncated HL7 message is still mapped: its PID is readable (see test_synth's xfail)
-    missing = {k: v for k, v in expected.items() if k not in quarantined and not (v == "PARSE" and "hl7v2" in k[0])}
+    missing = {k: v for k, v in expected.items() if k not in quarantined}
     assert not missing
     assert all(quarantined[k] == v for k, v in expected.items() if k in quarantined)
 

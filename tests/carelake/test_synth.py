@@ -273,11 +273,7 @@ def test_hl7_mapper_gives_the_ids_the_other_feeds_give(region):
                 assert resource["id"] == resource_id(hospital, "Encounter", resource["identifier"][0]["value"])
 
 
-@pytest.mark.parametrize("code", [
-    "UNKNOWN_CODE",
-    pytest.param("PARSE", marks=pytest.mark.xfail(
-        strict=True, reason="transforms.hl7v2 accepts an ADT^A01 without its required PV1 (message cut inside PID)")),
-])
+@pytest.mark.parametrize("code", ["UNKNOWN_CODE", "PARSE"])
 def test_hl7_mapper_rejects_the_bad_messages(region, code):
     expected = {(b.file, b.position) for b in region.bad_records if b.feed == "hl7v2" and b.expected_code == code}
     found = {key for _, key, _, error in _hl7_outcomes(region) if error == code}

@@ -25,8 +25,12 @@ class Context:
     report: dict | None = None
     report_key: str | None = None
     report_status_given: bool = False
+    request: dict | None = None  # the ServiceRequest of the current OBR group
     order: object | None = None  # the ORC segment of the current order group
     immunization: dict | None = None  # the RXA a following funding OBX belongs to
+    medication: dict | None = None  # the RXE an RXR that follows gives the route of
+    rx_order: object | None = None  # the RXO of the current pharmacy order
+    document: dict | None = None  # the TXA the OBX of an MDM add content to
     last: dict | None = None  # the resource an NTE that follows attaches to
     _ids: set = field(default_factory=set)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from transforms.errors import RecordError
 from transforms.hl7v2 import datatypes as dt
 from transforms.hl7v2 import vocab
 from transforms.hl7v2._context import Context
 from transforms.hl7v2.parse import Segment
-from transforms.systems import visit_system
+from transforms.systems import local_code_system, visit_system
 
 
 def _encounter_status(trigger: str, patient_class: str, discharged: bool) -> str:
@@ -22,25 +24,62 @@ def _encounter_status(trigger: str, patient_class: str, discharged: bool) -> str
     return vocab.PATIENT_CLASS_STATUS.get(patient_class, "in-progress")
 
 
-def map_encounter(ctx: Context, pv1: Segment) -> dict | None:
-    """Encounter keyed by PV1-19; without a visit number, by patient + admit time; else none.
+#: Trigger events whose PV1 is the visit the event is about: its patient class is required there.
+_VISIT_EVENTS = frozenset({"A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A11", "A12", "A13"})
 
-    A PV1 with neither is a placeholder (common in A28/A31 and in results) and carries no visit.
+
+def _encounter_key(ctx: Context, pv1: Segment, index: int) -> str:
+    """PV1-19 visit number; else patient + PV1-44 admit time; else the message and the PV1's content.
+
+    The last is a visit known only from this message (ELR and order messages often send PV1 without a
+    number): the IG still maps it to an Encounter, and keying it by MSH-10 and the segment keeps the id
+    the same when the message is delivered again, while two different messages never merge their PV1s.
+    """
+    visit = pv1.field(19).value.strip()
+    admit = pv1.field(44).value.strip()
+    if visit:
+        return visit
+    if admit and pv1.field(2).value.strip():
+        return f"{ctx.mrn}|admit|{admit}"
+    digest = hashlib.sha256(pv1.raw.encode("utf-8")).hexdigest()[:16]
+    return f"{ctx.mrn}|msg|{ctx.message.control_id}|{index}|{digest}"
+
+
+def _encounter_class(ctx: Context, patient_class: str, keyed: bool) -> dict:
+    """PV1-2 -> Encounter.class (IG PatientClass[EncounterClass]).
+
+    For a visit with its own key (PV1-19) or the visit an ADT event is about, an empty or unknown class
+    is quarantined: the visit would be counted wrongly. A PV1 that is only context of an order or result
+    (no visit number) does not cost the message: an empty class is said absent, an unknown one is kept
+    as the sender's code in the hospital's local system (Encounter.class is 1..1, extensible binding).
+    """
+    trigger = ctx.message.type.partition("^")[2]
+    strict = keyed or (ctx.message.type.startswith("ADT") and trigger in _VISIT_EVENTS)
+    if not patient_class:
+        if strict:
+            raise RecordError("MISSING_FIELD", "PV1-2 patient class is empty")
+        return {"extension": [{"url": vocab.DATA_ABSENT_EXT, "valueCode": "unknown"}]}
+    cls = vocab.PATIENT_CLASS.get(patient_class)
+    if cls is None:
+        if strict:
+            raise RecordError("UNKNOWN_CODE", "PV1-2 patient class has no mapping")
+        return {"system": local_code_system(ctx.hospital, "patient-class"), "code": dt.code(patient_class)}
+    return {"system": cls[0], "code": cls[1], "display": cls[2]}
+
+
+def map_encounter(ctx: Context, pv1: Segment, index: int = 1) -> dict | None:
+    """PV1 -> Encounter (IG PV1[Encounter]), keyed by `_encounter_key`.
+
+    A PV1 of class N ("not applicable") with neither visit number nor admit time is the placeholder
+    A28/A31 and other person-level messages send: the sender says there is no visit, so none is made.
     """
     visit = pv1.field(19).value.strip()
     admit = pv1.field(44).value.strip()
     patient_class = pv1.field(2).value.strip().upper()
-    if visit:
-        key = visit
-    elif admit and patient_class:
-        key = f"{ctx.mrn}|admit|{admit}"
-    else:
+    if patient_class == "N" and not visit and not admit:
         return None
-    if not patient_class:
-        raise RecordError("MISSING_FIELD", "PV1-2 patient class is empty")
-    cls = vocab.PATIENT_CLASS.get(patient_class)
-    if cls is None:
-        raise RecordError("UNKNOWN_CODE", "PV1-2 patient class has no mapping")
+    key = _encounter_key(ctx, pv1, index)
+    encounter_class = _encounter_class(ctx, patient_class, bool(visit))
     start = dt.fhir_datetime(admit, "PV1-44", ctx.tz)
     end = dt.fhir_datetime(pv1.field(45).value, "PV1-45", ctx.tz)
     trigger = ctx.message.type.partition("^")[2]
@@ -48,8 +87,9 @@ def map_encounter(ctx: Context, pv1: Segment) -> dict | None:
     encounter: dict = {
         "resourceType": "Encounter",
         "id": enc_id,
-        "status": _encounter_status(trigger, patient_class, bool(end)),
-        "class": {"system": cls[0], "code": cls[1], "display": cls[2]},
+        "status": (_encounter_status(trigger, patient_class, bool(end)) if patient_class in vocab.PATIENT_CLASS
+                   else "unknown"),
+        "class": encounter_class,
         "subject": {"reference": ctx.patient_ref},
     }
     identifiers = []

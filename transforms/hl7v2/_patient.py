@@ -61,7 +61,12 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
             identifiers.append(ident)
 
     if mrn_rep is not None:
-        add(dt.identifier(mrn_rep, ctx.hospital, system=mrn_system(ctx.hospital), type_code="MR"))
+        mrn_ident = dt.identifier(mrn_rep, ctx.hospital, system=mrn_system(ctx.hospital), type_code="MR")
+        sent_type = dt.code(mrn_rep.component(5))
+        if sent_type and sent_type.upper() != "MR":
+            # The key is carelake's MRN (typed MR for linkage); the type the sender gave is kept beside it.
+            mrn_ident["type"]["coding"].append({"system": vocab.V2_0203, "code": sent_type})
+        add(mrn_ident)
     for n in (3, 2, 4):
         for rep in pid.field(n).repetitions:
             if rep is mrn_rep:
@@ -94,9 +99,8 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
     addresses = [a for a in (dt.address(r, ctx.tz) for r in pid.field(11).repetitions) if a]
     if addresses:
         patient["address"] = addresses
-    telecom = [t for t in (dt.contact_point(r, "home") for r in pid.field(13).repetitions) if t]
-    telecom += [t for t in (dt.contact_point(r, "work") for r in pid.field(14).repetitions) if t]
-    telecom += [t for t in (dt.contact_point(r) for r in pid.field(40).repetitions) if t]
+    telecom = [t for n, use in ((13, "home"), (14, "work"), (40, None))
+               for t in (dt.contact_point(r, use, ctx.tz) for r in pid.field(n).repetitions) if t]
     if telecom:
         patient["telecom"] = telecom
     marital = pid.field(16).value.strip().upper()
@@ -139,13 +143,11 @@ def map_related_person(ctx: Context, nk1: Segment, index: int) -> dict | None:
                                   for r in nk1.field(7).repetitions[:1]) if c]
     addresses = [a for n in (4, 32) for a in (dt.address(r, ctx.tz) for r in nk1.field(n).repetitions) if a]
     telecom = [t for n, use in ((5, "home"), (6, "work"), (31, None), (40, None), (41, None))
-               for t in (dt.contact_point(r, use) for r in nk1.field(n).repetitions) if t]
+               for t in (dt.contact_point(r, use, ctx.tz) for r in nk1.field(n).repetitions) if t]
     identifiers = [i for n in (12, 33) for i in (dt.identifier(r, ctx.hospital) for r in nk1.field(n).repetitions) if i]
     ssn = nk1.field(37).value.strip()
     if ssn:
         identifiers.append({"value": ssn, "type": {"coding": [{"system": vocab.V2_0203, "code": "SS"}]}})
-    if not (names or relationships or addresses or telecom or identifiers):
-        return None  # an NK1 naming only an organisation (NK1-13) is not a person
     set_id = nk1.field(1).value.strip() or f"#{index}"
     person: dict = {
         "resourceType": "RelatedPerson",
@@ -172,6 +174,8 @@ def map_related_person(ctx: Context, nk1: Segment, index: int) -> dict | None:
     language = dt.codeable_concept(nk1.field(20).repetitions[0] if nk1.field(20) else None, ctx.hospital, "language")
     if language:
         person["communication"] = [{"language": language}]
+    if person.keys() <= {"resourceType", "id", "patient"}:
+        return None  # an NK1 naming only an organisation (NK1-13) is not a person
     return ctx.add(person)
 
 

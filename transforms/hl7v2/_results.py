@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from transforms.errors import RecordError
 from transforms.hl7v2 import datatypes as dt
-from transforms.hl7v2 import vocab
+from transforms.hl7v2 import _orders, vocab
 from transforms.hl7v2._context import Context
 from transforms.hl7v2.parse import Repetition, Segment
-from transforms.systems import local_code_system
 
 
 def _first(seg: Segment, n: int) -> Repetition | None:
@@ -25,14 +22,25 @@ def _ei(rep: Repetition | None) -> str:
     return f"{value}^{namespace}" if value and namespace else value
 
 
-def map_report(ctx: Context, obr: Segment, index: int, *, as_report: bool) -> dict | None:
-    """Start a result group. Only result messages (ORU, OUL) make a DiagnosticReport of it; in orders
-    the OBR is a request, and its OBX segments still become Observations keyed under it."""
+def map_report(
+    ctx: Context, obr: Segment, index: int, *, as_report: bool, as_request: bool, with_specimen: bool = False,
+) -> dict | None:
+    """Start a result group. Result messages (ORU, OUL) make a DiagnosticReport of it; the order it
+    answers (OBR, with its ORC when there is one) is a ServiceRequest in order messages and in results
+    (the IG's ORU map makes it "if needed": every result answers an order, and silver keeps the orders,
+    also when the sender left ORC out). OBX segments of an order still become Observations under it. ``with_specimen``: the OBR's specimen is a Specimen even without a
+    report (IG OML_O21 OBR[Specimen]), referred to by the ServiceRequest."""
     key = _ei(_first(obr, 3)) or _ei(_first(obr, 2))
     key = f"fill|{key}" if key else f"msg|{ctx.message.control_id}|{obr.field(1).value.strip() or index}"
     ctx.report_key = key
     ctx.report = None
+    request = _orders.map_service_request(ctx, obr, key) if as_request else None
+    ctx.request = request
     if not as_report:
+        ctx.last = request
+        if with_specimen:
+            _obr_specimen(ctx, obr, dt.fhir_datetime(obr.field(7).value, "OBR-7", ctx.tz),
+                          dt.fhir_datetime(obr.field(8).value, "OBR-8", ctx.tz))
         return None
     concept = dt.codeable_concept(_first(obr, 4), ctx.hospital, "lab", ctx.terminology)
     if concept is None:
@@ -44,22 +52,11 @@ def map_report(ctx: Context, obr: Segment, index: int, *, as_report: bool) -> di
         "code": concept,
         "subject": {"reference": ctx.patient_ref},
     }
-    identifiers = []
-    for n, type_code in ((2, "PLAC"), (3, "FILL")):
-        rep = _first(obr, n)
-        if rep is not None and rep.component(1).strip():
-            ident: dict = {"value": rep.component(1).strip(),
-                           "type": {"coding": [{"system": vocab.V2_0203, "code": type_code}]}}
-            system = _ei_system(rep, ctx.hospital)
-            if system:
-                ident["system"] = system
-            identifiers.append(ident)
-    order = ctx.order
-    if order is not None:
-        group = _first(order, 4)
-        if group is not None and group.component(1).strip():
-            identifiers.append({"value": group.component(1).strip(),
-                                "type": {"coding": [{"system": vocab.V2_0203, "code": "PGN"}]}})
+    identifiers = _orders.order_identifiers(ctx, ctx.order, obr)
+    group = _first(ctx.order, 4) if ctx.order is not None else None
+    if group is not None and group.component(1).strip():
+        identifiers.append({"value": group.component(1).strip(),
+                            "type": {"coding": [{"system": vocab.V2_0203, "code": "PGN"}]}})
     if identifiers:
         report["identifier"] = identifiers
     status = obr.field(25).value.strip().upper()
@@ -70,6 +67,8 @@ def map_report(ctx: Context, obr: Segment, index: int, *, as_report: bool) -> di
         # A value outside table 0123 tells nothing about the report's state: that is "unknown".
         report["status"] = mapped or "unknown"
     ctx.report_status_given = bool(status)
+    if request is not None:
+        report["basedOn"] = [{"reference": f"ServiceRequest/{request['id']}"}]
     if ctx.encounter_ref:
         report["encounter"] = {"reference": ctx.encounter_ref}
     start = dt.fhir_datetime(obr.field(7).value, "OBR-7", ctx.tz)
@@ -109,17 +108,14 @@ def _obr_specimen(ctx: Context, obr: Segment, start: str | None, end: str | None
     if source:
         specimen["type"] = source
     specimen = ctx.add(specimen)
-    ctx.report.setdefault("specimen", []).append({"reference": f"Specimen/{specimen['id']}"})
+    _refer_specimen(ctx, specimen)
 
 
-def _ei_system(rep: Repetition, hospital: str) -> str | None:
-    # EI carries its authority as components 2-4 (namespace, universal id, type), not as an HD.
-    namespace, universal, kind = rep.component(2).strip(), rep.component(3).strip(), rep.component(4).strip().upper()
-    if universal and kind == "ISO" and set(universal) <= set("0123456789."):
-        return f"urn:oid:{universal}"
-    if namespace:
-        return local_code_system(hospital, "id:" + quote(namespace, safe=""))
-    return None
+def _refer_specimen(ctx: Context, specimen: dict) -> None:
+    """The group's report (results) or else its request (orders) lists the specimen."""
+    target = ctx.report if ctx.report is not None else ctx.request
+    if target is not None:
+        target.setdefault("specimen", []).append({"reference": f"Specimen/{specimen['id']}"})
 
 
 def finish_report(ctx: Context, statuses: list[str]) -> None:
@@ -357,7 +353,5 @@ def map_specimen(ctx: Context, spm: Segment, index: int) -> dict | None:
     if received:
         specimen["receivedTime"] = received
     specimen = ctx.add(specimen)
-    ref = {"reference": f"Specimen/{specimen['id']}"}
-    if ctx.report is not None:
-        ctx.report.setdefault("specimen", []).append(ref)
+    _refer_specimen(ctx, specimen)
     return specimen

@@ -22,7 +22,8 @@ from transforms.terminology import Terminology
 
 __all__ = [
     "fhir_datetime", "fhir_date", "fhir_instant", "fhir_time", "decimal", "code",
-    "system_uri", "codeable_concept", "identifier", "authority_system", "human_name", "human_names", "address",
+    "system_uri", "codeable_concept", "identifier", "ei_system", "authority_system", "human_name", "human_names",
+    "address",
     "contact_point", "quantity_unit",
 ]
 
@@ -228,6 +229,17 @@ def authority_system(rep: Repetition, comp: int, hospital: str) -> str | None:
     return None
 
 
+def ei_system(rep: Repetition, hospital: str) -> str | None:
+    """System URI of an EI: an ISO OID (EI.3/EI.4), else the hospital-local namespace (EI.2)."""
+    # EI carries its authority as components 2-4 (namespace, universal id, type), not as an HD.
+    namespace, universal, kind = rep.component(2).strip(), rep.component(3).strip(), rep.component(4).strip().upper()
+    if universal and kind == "ISO" and set(universal) <= set("0123456789."):
+        return f"urn:oid:{universal}"
+    if namespace:
+        return local_code_system(hospital, "id:" + quote(namespace, safe=""))
+    return None
+
+
 def identifier(rep: Repetition, hospital: str, *, system: str | None = None, type_code: str | None = None) -> dict | None:
     """CX -> Identifier (value, system from the assigning authority unless given, type from CX.5)."""
     value = rep.component(1).strip()
@@ -309,33 +321,70 @@ def address(rep: Repetition, tz: str | None = None) -> dict | None:
     return out
 
 
-def contact_point(rep: Repetition, default_use: str | None = None) -> dict | None:
-    """XTN -> ContactPoint. Without XTN.3 a value with ``@`` is an email and anything else a phone."""
-    equipment = rep.component(3).strip().upper()
-    email_part = rep.component(4).strip()
+def _xtn_value(rep: Repetition, equipment: str) -> str:
+    """ContactPoint.value per IG XTN[ContactPoint]: XTN.4 for Internet/X.400; otherwise XTN.12, else
+    the number composed of XTN.5-8 (``+country area local Xext``), else XTN.1."""
     if equipment in ("INTERNET", "X.400"):
-        value = email_part
-    else:
-        value = rep.component(1).strip() or rep.component(12).strip()
-        if not value:
-            local = rep.component(7).strip()
-            if local:
-                area, country, ext = rep.component(6).strip(), rep.component(5).strip(), rep.component(8).strip()
-                value = " ".join(x for x in (f"+{country}" if country else "", area, local) if x)
-                if ext:
-                    value += f" X{ext}"
-        if not value and email_part:
-            value, equipment = email_part, "INTERNET"
-    if not value:
-        return None
-    system = vocab.TELECOM_SYSTEM.get(equipment) or ("email" if "@" in value else "phone")
-    out = {"system": system, "value": value}
+        return rep.component(4).strip()
+    unformatted = rep.component(12).strip()
+    if unformatted:
+        return unformatted
+    local = rep.component(7).strip()
+    if local:
+        # The IG composes only when XTN.6 is valued; a local number alone is still the number to dial.
+        area, country, ext = rep.component(6).strip(), rep.component(5).strip(), rep.component(8).strip()
+        value = " ".join(x for x in (f"+{country}" if country and area else "", area, local) if x)
+        return value + (f" X{ext}" if ext else "")
+    return rep.component(1).strip()
+
+
+#: XTN.5-8 -> the standard ContactPoint extensions (IG XTN[ContactPoint] extension[1..4]).
+_XTN_PARTS = ((5, "country"), (6, "area"), (7, "local"), (8, "extension"))
+
+
+def contact_point(rep: Repetition, default_use: str | None = None, tz: str | None = None) -> dict | None:
+    """XTN -> ContactPoint (IG XTN[ContactPoint]).
+
+    Without XTN.3 a value with ``@`` is an email and any other value a phone; with neither XTN.3 nor a
+    value the system is said absent (the IG's data-absent-reason), so that a contact point sent only as
+    an area code, a preference order or a use is kept rather than lost. None when XTN says nothing.
+    """
+    equipment = rep.component(3).strip().upper()
+    value = _xtn_value(rep, equipment)
+    if not value and not equipment and rep.component(4).strip():
+        value, equipment = rep.component(4).strip(), "INTERNET"
+    out: dict = {}
+    parts = () if equipment in ("INTERNET", "X.400") else _XTN_PARTS  # an e-mail has no phone parts
+    extensions = [{"url": f"http://hl7.org/fhir/StructureDefinition/contactpoint-{name}",
+                   "valueString": rep.component(comp).strip()} for comp, name in parts if rep.component(comp).strip()]
+    if extensions:
+        out["extension"] = extensions
+    if value:
+        out["system"] = vocab.TELECOM_SYSTEM.get(equipment) or ("email" if "@" in value else "phone")
+        out["value"] = value
+    elif equipment in vocab.TELECOM_SYSTEM:
+        out["system"] = vocab.TELECOM_SYSTEM[equipment]
     use_code = rep.component(2).strip().upper()
     use = vocab.TELECOM_USE.get(use_code) or ("mobile" if equipment == "CP" else None)
-    if use is None and not use_code:
-        use = default_use
     if use:
         out["use"] = use
+    try:
+        start = fhir_datetime(rep.component(13), "XTN-13", tz)
+        end = fhir_datetime(rep.component(14), "XTN-14", tz)
+    except RecordError:
+        start = end = None  # a bad validity date of a phone number is not worth losing the message for
+    period = {k: v for k, v in (("start", start), ("end", end)) if v}
+    if period:
+        out["period"] = period
+    rank = rep.component(18).strip()
+    if rank.isdigit() and int(rank) > 0:  # rank is a positiveInt: 0 or a negative order says nothing valid
+        out["rank"] = int(rank)
+    if not out:
+        return None
+    if "system" not in out:
+        out["_system"] = {"extension": [{"url": vocab.DATA_ABSENT_EXT, "valueCode": "unknown"}]}
+    if use is None and not use_code and default_use:
+        out["use"] = default_use
     return out
 
 

@@ -78,8 +78,18 @@ def test_cwe_systems():
 def test_contact_point():
     assert dt.contact_point(rep("13800000000"), "home") == {"system": "phone", "value": "13800000000", "use": "home"}
     assert dt.contact_point(rep("^NET^Internet^a@b.org")) == {"system": "email", "value": "a@b.org"}
-    assert dt.contact_point(rep("^PRN^CP^^86^10^5551234")) == {"system": "phone", "value": "+86 10 5551234",
-                                                               "use": "home"}
+    cp = dt.contact_point(rep("^PRN^CP^^86^10^5551234"))
+    assert {k: cp[k] for k in ("system", "value", "use")} == {
+        "system": "phone", "value": "+86 10 5551234", "use": "home"}
+    # IG XTN[ContactPoint]: the parts are kept as the standard contactpoint-* extensions too.
+    assert [(e["url"].rsplit("-", 1)[1], e["valueString"]) for e in cp["extension"]] == [
+        ("country", "86"), ("area", "10"), ("local", "5551234")]
+    # XTN.12 (unformatted) wins over XTN.1; XTN.18 is the rank; a negative rank is no positiveInt.
+    assert dt.contact_point(rep("111^^PH^^^^^^^^^222^^^^^^2")) == {"system": "phone", "value": "222", "rank": 2}
+    assert dt.contact_point(rep("^^^^^^^^^^^^^^^^^-1")) is None
+    # Only an area code: kept, with the system said absent (IG), not dropped.
+    area_only = dt.contact_point(rep("^^^^^218"))
+    assert "value" not in area_only and area_only["_system"]["extension"][0]["valueCode"] == "unknown"
 
 
 def test_address_and_name_and_identifier():

@@ -10,7 +10,7 @@ from transforms.hl7v2 import message_to_resources
 from transforms.ids import resource_id
 from transforms.systems import ICD10, LOINC, NATIONAL_ID_SYSTEM, UCUM, mrn_system, visit_system
 
-from conftest import ADT_A01, ADT_A03, HOSPITAL, MSH_ADT_A01, ORU_R01, PID, msg, pv1
+from conftest import ADT_A01, ADT_A03, HOSPITAL, MSH_ADT_A01, ORU_R01, PID, PV1, msg, pv1
 
 
 def convert(text, terminology, **overrides):
@@ -94,61 +94,110 @@ def test_unknown_patient_class_is_quarantined(terminology):
     assert code_of(err) == "UNKNOWN_CODE" and err.value.reason == "PV1-2 patient class has no mapping"
 
 
-def test_pv1_without_visit_number_or_admit_time_makes_no_encounter(terminology):
-    resources = convert(msg(MSH_ADT_A01, PID, pv1("I", visit="", admit="")), terminology)
-    assert by_type(resources, "Encounter") == []
+def test_pv1_without_visit_number_is_an_encounter_of_that_message(terminology):
+    # IG PV1[Encounter]: every PV1 is an Encounter; without PV1-19 or PV1-44 it is keyed by MSH-10 and
+    # the segment, so a re-delivery gives the same id and another message another one.
+    text = msg(MSH_ADT_A01, PID, pv1("I", visit="", admit=""))
+    [enc] = by_type(convert(text, terminology), "Encounter")
+    assert by_type(convert(text, terminology), "Encounter")[0]["id"] == enc["id"]
+    other = by_type(convert(text.replace("CTRL0001", "CTRL0009"), terminology), "Encounter")[0]
+    assert other["id"] != enc["id"] and enc["class"]["code"] == "IMP"
+
+
+def test_placeholder_pv1_of_class_n_makes_no_encounter(terminology):
+    text = msg(MSH_ADT_A01.replace("ADT^A01^ADT_A01", "ADT^A31^ADT_A05"), PID, pv1("N", visit="", admit=""))
+    assert by_type(convert(text, terminology), "Encounter") == []
+
+
+def test_result_pv1_without_class_says_the_class_is_absent(terminology):
+    text = ORU_R01.replace(PV1, "PV1|1||W1^R2")
+    [enc] = by_type(convert(text, terminology), "Encounter")
+    assert enc["class"]["extension"][0]["valueCode"] == "unknown" and enc["status"] == "unknown"
+
+
+def test_adt_pv1_without_class_is_quarantined(terminology):
+    with pytest.raises(RecordError) as err:
+        convert(msg(MSH_ADT_A01, PID, pv1("", visit="")), terminology)
+    assert code_of(err) == "MISSING_FIELD" and err.value.reason == "PV1-2 patient class is empty"
+
+
+def test_orm_order_is_a_service_request(terminology):
+    text = msg(
+        "MSH|^~\\&|CPOE|HOSPA|LAKE|REGION|20240103080000+0800||ORM^O01^ORM_O01|CTRL0003|P|2.5.1",
+        PID, PV1,
+        "ORC|NW|PL777^CPOE|FL888^LIS|GRP1|||||20240103075500+0800",
+        "OBR|1|PL777^CPOE||24323-8^Comprehensive metabolic panel^LN|S",
+    )
+    resources = convert(text, terminology)
+    [request] = by_type(resources, "ServiceRequest")
+    assert request["status"] == "active" and request["intent"] == "order" and request["priority"] == "stat"
+    assert request["code"]["coding"][0]["code"] == "24323-8"
+    assert request["authoredOn"] == "2024-01-03T07:55:00+08:00"
+    assert [(i["type"]["coding"][0]["code"], i["value"]) for i in request["identifier"]] == [
+        ("PLAC", "PL777"), ("FILL", "FL888")]
+    assert request["requisition"]["value"] == "GRP1"
+    assert request["encounter"]["reference"] == f"Encounter/{resource_id(HOSPITAL, 'Encounter', 'V555')}"
+    assert by_type(resources, "DiagnosticReport") == []
+
+
+def test_oru_report_is_based_on_the_service_request_of_its_obr(terminology):
+    resources = convert(ORU_R01, terminology)
+    [request] = by_type(resources, "ServiceRequest")
+    [report] = by_type(resources, "DiagnosticReport")
+    assert report["basedOn"] == [{"reference": f"ServiceRequest/{request['id']}"}]
+    assert request["status"] == "unknown"  # no ORC: nothing says the order's state
 
 
 def test_impossible_birth_date_is_quarantined_without_the_value(terminology):
     with pytest.raises(RecordError) as err:
-        convert(msg(MSH_ADT_A01, PID.replace("19800215", "19800231")), terminology)
+        convert(msg(MSH_ADT_A01, PID.replace("19800215", "19800231"), PV1), terminology)
     assert code_of(err) == "INVALID_DATE" and "PID-7" in err.value.reason and "19800231" not in str(err.value)
 
 
 def test_partial_birth_dates_keep_their_precision(terminology):
     for value, expected in (("1980", "1980"), ("198002", "1980-02")):
-        patient = by_type(convert(msg(MSH_ADT_A01, PID.replace("19800215", value)), terminology), "Patient")[0]
+        patient = by_type(convert(msg(MSH_ADT_A01, PID.replace("19800215", value), PV1), terminology), "Patient")[0]
         assert patient["birthDate"] == expected
 
 
 def test_birth_time_extension_with_timezone(terminology):
-    text = msg(MSH_ADT_A01, PID.replace("19800215", "198002150930"))
+    text = msg(MSH_ADT_A01, PID.replace("19800215", "198002150930"), PV1)
     patient = by_type(convert(text, terminology, timezone="+08:00"), "Patient")[0]
     assert patient["birthDate"] == "1980-02-15"
     assert patient["_birthDate"]["extension"][0]["valueDateTime"] == "1980-02-15T09:30:00+08:00"
 
 
 def test_mrn_from_first_repetition_when_none_is_typed_mr(terminology):
-    text = msg(MSH_ADT_A01, PID.replace("MRN123^^^HOSPA^MR~", "X1^^^HOSPA^PI~"))
+    text = msg(MSH_ADT_A01, PID.replace("MRN123^^^HOSPA^MR~", "X1^^^HOSPA^PI~"), PV1)
     patient = by_type(convert(text, terminology), "Patient")[0]
     assert patient["id"] == resource_id(HOSPITAL, "Patient", "X1")
 
 
 def test_mrn_in_pid2_by_override(terminology):
-    text = msg(MSH_ADT_A01, PID.replace("PID|1||", "PID|1|P2^^^HOSPA||"))
+    text = msg(MSH_ADT_A01, PID.replace("PID|1||", "PID|1|P2^^^HOSPA||"), PV1)
     patient = by_type(convert(text, terminology, mrn_field="PID-2"), "Patient")[0]
     assert patient["id"] == resource_id(HOSPITAL, "Patient", "P2")
 
 
 def test_missing_patient_identifier_is_quarantined(terminology):
     with pytest.raises(RecordError) as err:
-        convert(msg(MSH_ADT_A01, "PID|1||||Doe^J"), terminology)
+        convert(msg(MSH_ADT_A01, "PID|1||||Doe^J", PV1), terminology)
     assert code_of(err) == "MISSING_FIELD"
 
 
 def test_gender_vocabulary(terminology):
     for sex, gender in (("M", "male"), ("F", "female"), ("O", "other"), ("U", "unknown"), ("A", "other")):
-        patient = by_type(convert(msg(MSH_ADT_A01, PID.replace("|F|", f"|{sex}|")), terminology), "Patient")[0]
+        patient = by_type(convert(msg(MSH_ADT_A01, PID.replace("|F|", f"|{sex}|"), PV1), terminology), "Patient")[0]
         assert patient["gender"] == gender
 
 
 def test_deceased(terminology):
     fields = PID.split("|") + [""] * 20
     fields[29], fields[30] = "20240101", "Y"
-    patient = by_type(convert(msg(MSH_ADT_A01, "|".join(fields[:31])), terminology), "Patient")[0]
+    patient = by_type(convert(msg(MSH_ADT_A01, "|".join(fields[:31]), PV1), terminology), "Patient")[0]
     assert patient["deceasedDateTime"] == "2024-01-01"
     fields[29] = ""
-    patient = by_type(convert(msg(MSH_ADT_A01, "|".join(fields[:31])), terminology), "Patient")[0]
+    patient = by_type(convert(msg(MSH_ADT_A01, "|".join(fields[:31]), PV1), terminology), "Patient")[0]
     assert patient["deceasedBoolean"] is True
 
 
@@ -303,3 +352,53 @@ def test_a40_merge_links_surviving_patient_to_merged_mrn(terminology):
     assert patient["link"] == [{"other": {"reference": f"Patient/{resource_id(HOSPITAL, 'Patient', 'OLD777')}"},
                                 "type": "replaces"}]
     validate(patient)
+
+
+@pytest.mark.parametrize("trigger", ["A01", "A02", "A03", "A04", "A08", "A13"])
+def test_adt_cut_inside_pid_without_pv1_is_quarantined(terminology, trigger):
+    # A delivery truncated inside PID: the structure (ADT_A01/A02/A03) requires PV1, so the message is
+    # incomplete and is quarantined rather than counted as a patient with no visit.
+    text = msg(MSH_ADT_A01.replace("ADT^A01^ADT_A01", f"ADT^{trigger}"), PID[:40])
+    with pytest.raises(RecordError) as err:
+        convert(text, terminology)
+    assert code_of(err) == "PARSE"
+    assert err.value.reason == f"PV1 segment is missing (required by the ADT^{trigger} structure)"
+    assert "MRN123" not in str(err.value)
+
+
+def test_adt_a28_needs_no_pv1(terminology):
+    text = msg(MSH_ADT_A01.replace("ADT^A01^ADT_A01", "ADT^A28^ADT_A05"), PID)
+    assert len(by_type(convert(text, terminology), "Patient")) == 1
+
+
+Z_RULES = [
+    {"field": "ZPI-3", "target": "identifier", "system": "urn:oid:2.16.840.1.113883.2.4.6.3", "type": "PI"},
+    {"field": "ZPI-5.2", "target": "extension", "url": "https://hosp-b.example/fhir/StructureDefinition/tribe"},
+]
+
+
+def test_z_segment_fields_are_mapped_by_configuration(terminology):
+    text = msg(MSH_ADT_A01, PID, "ZPI|1||BSN-1~BSN-2||x^Kayan", PV1)
+    patient = by_type(convert(text, terminology, z_segments=Z_RULES), "Patient")[0]
+    z_ids = [i for i in patient["identifier"] if i.get("system") == "urn:oid:2.16.840.1.113883.2.4.6.3"]
+    assert [i["value"] for i in z_ids] == ["BSN-1", "BSN-2"]
+    assert z_ids[0]["type"]["coding"][0]["code"] == "PI"
+    assert patient["extension"] == [
+        {"url": "https://hosp-b.example/fhir/StructureDefinition/tribe", "valueString": "Kayan"}]
+    assert patient["id"] == resource_id(HOSPITAL, "Patient", "MRN123")  # the key stays the MRN
+    # Without the configuration the same Z-segment maps to nothing (it stays in bronze only).
+    plain = by_type(convert(text, terminology), "Patient")[0]
+    assert "extension" not in plain and all(i.get("system") != z_ids[0]["system"] for i in plain["identifier"])
+
+
+@pytest.mark.parametrize("rule,message", [
+    ({"field": "PID-3", "target": "identifier", "system": "urn:oid:1.2"}, "'field' must name a Z-segment field"),
+    ({"field": "ZPI-3", "target": "name", "system": "urn:oid:1.2"}, "'target' must be one of"),
+    ({"field": "ZPI-3", "target": "extension", "url": "tribe"}, "'url' must be an absolute URI"),
+])
+def test_bad_z_segment_configuration_is_refused_with_its_place(rule, message):
+    from transforms.hl7v2 import check_overrides
+
+    with pytest.raises(ValueError, match=message) as err:
+        check_overrides({"z_segments": [rule]})
+    assert "hl7v2.z_segments[1]" in str(err.value)
