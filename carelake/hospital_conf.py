@@ -184,6 +184,7 @@ def read_hospital(path: Path, *, error: type[ConfigError] = ConfigError) -> Hosp
     for key in ("hl7v2", "airflow"):
         if not isinstance(data.get(key) or {}, dict):
             raise error(f"{path}: '{key}' must be a mapping")
+    _check_hl7v2(data.get("hl7v2"), path, error)
     airflow = data.get("airflow") or {}
     unknown = sorted(set(airflow) - set(_AIRFLOW_KEYS))
     if unknown:
@@ -196,6 +197,16 @@ def read_hospital(path: Path, *, error: type[ConfigError] = ConfigError) -> Hosp
         schedule=check_schedule(data.get("schedule"), str(path), error=error), schedule_set="schedule" in data,
         hl7v2=dict(data.get("hl7v2") or {}), airflow=dict(airflow),
     )
+
+
+def _check_hl7v2(overrides: dict | None, path: Path, error: type[ConfigError]) -> None:
+    # A bad timezone or Z-segment rule would otherwise surface only per message, as MAPPING_BUG quarantines.
+    from transforms.hl7v2.to_fhir import check_overrides  # pure Python: safe for DAG parsing
+
+    try:
+        check_overrides(overrides)
+    except ValueError as exc:
+        raise error(f"{path}: {exc}") from None
 
 
 def check_unique_ids(hospitals, *, error: type[ConfigError] = ConfigError) -> None:

@@ -78,6 +78,9 @@ def _both(conf: Path) -> tuple[ConfigError, DagConfError]:
     (GOOD + "airflow:\n  retries: many\n", "airflow: 'retries' must be a whole number >= 0, found 'many'"),
     (GOOD + "airflow:\n  pool: big\n", "airflow: unknown keys ['pool']; known: retries"),
     (GOOD + "hl7v2: [x]\n", "'hl7v2' must be a mapping"),
+    (GOOD + "hl7v2:\n  timezone: CET\n", "hl7v2.timezone must be an offset like '+08:00', got 'CET'"),
+    (GOOD + "hl7v2:\n  z_segments: [{field: PID-3, target: identifier}]\n",
+     "hl7v2.z_segments[1]: 'field' must name a Z-segment field like ZPI-3 or ZPI-3.2"),
     ("id: [unclosed\n", "is not valid YAML"),
     ("- a list\n", "must hold a mapping at the top level"),
 ])

@@ -77,7 +77,7 @@ def _timezone(overrides: dict) -> str | None:
     if tz is None:
         return None
     if not isinstance(tz, str) or not _TZ.match(tz):
-        raise ValueError(f"overrides['timezone'] must be an offset like '+08:00', got {tz!r}")
+        raise ValueError(f"hl7v2.timezone must be an offset like '+08:00', got {tz!r}")
     return tz
 
 
