@@ -51,7 +51,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -120,6 +121,8 @@ _FLAGS = {"H": "High", "L": "Low", "N": "Normal", "A": "Abnormal", "HH": "Critic
 _VITAL_SIGNS = frozenset({"8480-6", "8462-4", "29463-7", "8302-2", "8867-4", "9279-1", "8310-5", "59408-5",
                           "39156-5", "85354-9"})
 _V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+#: what the ``surrogateescape`` reader makes of a byte the encoding cannot decode
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 _INTEGER = re.compile(r"[+-]?\d+")
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -323,10 +326,10 @@ class _Row:
 
 
 def _clean_cells(entity: str, row: dict) -> dict[str, str]:
-    if EXTRA_CELLS in row or any(v is None for v in row.values()):
+    if EXTRA_CELLS in row or None in row.values():
         raise RecordError("PARSE", f"{entity} row does not have as many cells as the header")
     values = {k: v.strip() for k, v in row.items()}
-    if any("\udc80" <= ch <= "\udcff" for v in values.values() for ch in v):
+    if _UNDECODABLE.search("".join(values.values())):  # one search over the row, not one per cell
         raise RecordError("PARSE", f"{entity} row is not valid in the mapping's encoding")
     return values
 
@@ -344,12 +347,58 @@ def _lookup(r: _Row, field: str, synonyms: dict[str, str], raw: str) -> str:
     return found
 
 
+@lru_cache(maxsize=64)
 def _has_time(fmt: str) -> bool:
     return any(d in fmt for d in _TIME_DIRECTIVES)
 
 
+# `datetime.strptime` runs in Python (the _strptime module) and was a tenth of the CSV mapping. Formats
+# made only of the fixed-width numeric directives below get a plain regular expression instead. It is
+# stricter than strptime's (two digits where strptime also takes one, one space where it takes any
+# whitespace, case as written), and strptime's own pattern prefers the two-digit forms, so whatever it
+# accepts strptime reads the same way; anything else, and any out-of-range value, goes to strptime.
+_FIXED_DIRECTIVES = {"Y": r"(?P<Y>\d{4})", "m": r"(?P<m>\d{2})", "d": r"(?P<d>\d{2})", "H": r"(?P<H>\d{2})",
+                     "M": r"(?P<M>\d{2})", "S": r"(?P<S>\d{2})", "z": r"(?P<z>Z|[+-]\d{2}:?[0-5]\d)"}
+
+
+@lru_cache(maxsize=64)
+def _fixed_format(fmt: str):
+    """A compiled pattern for `fmt` when every directive of it is in `_FIXED_DIRECTIVES`, else None."""
+    parts, i, seen = [], 0, set()
+    while i < len(fmt):
+        if fmt[i] == "%":
+            directive = fmt[i + 1:i + 2]
+            if directive not in _FIXED_DIRECTIVES or directive in seen:
+                return None
+            seen.add(directive)
+            parts.append(_FIXED_DIRECTIVES[directive])
+            i += 2
+        else:  # literally: strptime also takes other letter case and any run of whitespace here
+            parts.append(re.escape(fmt[i]))
+            i += 1
+    return re.compile("".join(parts)) if "Y" in seen else None
+
+
+def _strptime(text: str, fmt: str) -> datetime:
+    pattern = _fixed_format(fmt)
+    match = pattern.fullmatch(text) if pattern is not None else None
+    if match is None:
+        return datetime.strptime(text, fmt)
+    found = match.groupdict()
+    offset = found.get("z")
+    try:
+        tz = None
+        if offset is not None:
+            minutes = 0 if offset == "Z" else int(offset[1:3]) * 60 + int(offset[-2:])
+            tz = timezone(timedelta(minutes=-minutes if offset[0] == "-" else minutes))
+        return datetime(int(found["Y"]), int(found.get("m") or 1), int(found.get("d") or 1), int(found.get("H") or 0),
+                        int(found.get("M") or 0), int(found.get("S") or 0), tzinfo=tz)
+    except ValueError:  # out of range: strptime gives the verdict (and reads single digits its own way)
+        return datetime.strptime(text, fmt)
+
+
 def _parse(text: str, fmt: str | None) -> datetime:
-    return datetime.fromisoformat(text) if fmt is None else datetime.strptime(text, fmt)
+    return datetime.fromisoformat(text) if fmt is None else _strptime(text, fmt)
 
 
 def _date(r: _Row, field: str) -> str:

@@ -21,6 +21,9 @@ cannot plan, a shape never seen), the resource goes through fhir.resources in fu
 verdict and the error message. So the fast verdict equals the fhir.resources verdict by construction;
 `tests/transforms/test_fast_validate.py` checks that with mutated resources and the official examples.
 
+Finding a resource's shape is itself a walk over the resource; a shape seen twice is compiled into one
+straight-line function that checks structure and leaves together (see "compiled shapes" below).
+
 Shapes whose first resource fails are not cached: a failure may come from one value, and the next
 resource of that shape may be valid. Invalid resources are rare, and each costs one full validation.
 """
@@ -82,6 +85,8 @@ _DATETIME_RE = re.compile(_FULL_DATE + _TIME)
 
 
 def _calendar_ok(match) -> bool:
+    if match.group(3) <= "28":  # every month has the days up to 28 (the pattern fixed month and day ranges)
+        return True
     try:
         datetime.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
     except ValueError:
@@ -97,8 +102,8 @@ def _fast_date(value: str) -> bool:
 
 
 def _fast_datetime(value: str) -> bool:
-    if _fast_date(value):
-        return True
+    if len(value) <= 10:  # the date forms are at most 10 characters, the date-time forms longer
+        return _fast_date(value)
     match = _DATETIME_RE.fullmatch(value)
     return match is not None and _calendar_ok(match)
 
@@ -106,6 +111,23 @@ def _fast_datetime(value: str) -> bool:
 def _fast_instant(value: str) -> bool:
     match = _DATETIME_RE.fullmatch(value)
     return match is not None and _calendar_ok(match)
+
+
+# FHIR's own id rule: stricter than fhir_core's (up to 255 characters by default), so a match is valid there
+_ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def _fast_id(value: str) -> bool:
+    return _ID_RE.fullmatch(value) is not None
+
+
+def _id_rule_is_default() -> bool:
+    """Whether fhir_core checks ids with its default rule (a process may loosen or tighten it)."""
+    from fhir_core import constraints
+
+    max_length = getattr(constraints, "TYPES_ID_MAX_LENGTH", 255)
+    pattern = getattr(constraints, "TYPES_ID_PATTERN", r"^[A-Za-z0-9\-.]+$")
+    return (max_length is None or max_length >= 64) and pattern in (None, r"^[A-Za-z0-9\-.]+$")
 
 
 def _always(_value) -> bool:
@@ -153,6 +175,8 @@ def _fast_for(annotation, value_type) -> typing.Callable[[str], bool] | None:
             return _fast_datetime
         if kind is fhir_types.Date:
             return _fast_date
+        if kind is fhir_types.Id and _id_rule_is_default():
+            return _fast_id
     return None
 
 
@@ -250,6 +274,89 @@ def _plan_value(value, annotation, out: list) -> None:
         out.append(_checker(annotation, type(value)))
 
 
+# -- compiled shapes ------------------------------------------------------------------------------
+#
+# Computing `shape_of` for every resource (a recursive walk building nested tuples, then hashing them)
+# cost about as much as checking the leaves. So each planned shape is also compiled into one
+# straight-line Python function that checks the structure (the same keys in the same order, the same
+# list lengths, the same leaf types, the same nested resourceType) and the leaves together, without
+# building the shape. Candidates are found by a cheap key (resourceType and top-level keys); a
+# compiled check answers None when the resource is not of its shape, so the next candidate (or
+# `shape_of`) decides. `shape_of` and this compiler walk dicts and lists the same way; the property
+# test checks that a compiled check matches exactly the resources `shape_of` gives its shape.
+# Compiling costs about a millisecond and some 16 KiB per shape, so a shape is compiled when it is seen
+# the second time (shapes seen once never pay), and the number of compiled shapes is bounded.
+
+#: shapes with more leaves than this are not compiled (very large functions); `shape_of` serves them
+MAX_COMPILED_LEAVES = 2_000
+#: at most this many shapes are compiled per validator (bounds memory: ~16 KiB each)
+MAX_COMPILED_SHAPES = 2_000
+#: compiled shapes tried per (resourceType, top-level keys); more are served by `shape_of`
+MAX_CANDIDATES = 16
+
+_LEAF_TYPES = {str: "str", int: "int", float: "float", bool: "bool", type(None): "_NONE"}
+
+
+def _compile_shape(resource: dict, plan: tuple):
+    """A function ``check(resource) -> True | False | None`` for the shape of `resource` (see above):
+    True when the resource has this shape and every leaf passes its checker, False when it has this
+    shape but a leaf is not vouched for, None when it has another shape. None if not compilable."""
+    lines: list[str] = []
+    names: dict = {"_NONE": type(None)}
+    leaves: list[str] = []
+    counter = [0]
+
+    def var() -> str:
+        counter[0] += 1
+        return f"n{counter[0]}"
+
+    def const(value) -> str:
+        name = f"k{len(names)}"
+        names[name] = value
+        return name
+
+    def walk(node, ref: str) -> None:
+        kind = type(node)
+        if kind is dict:
+            lines.append(f"if type({ref}) is not dict or tuple({ref}) != {const(tuple(node))}: return None")
+            for key, value in node.items():
+                child = var()
+                lines.append(f"{child} = {ref}[{key!r}]")
+                if key == "resourceType" and type(value) is str:
+                    lines.append(f"if type({child}) is not str or {child} != {value!r}: return None")
+                else:
+                    walk(value, child)
+        elif kind is list:
+            lines.append(f"if type({ref}) is not list or len({ref}) != {len(node)}: return None")
+            for index, item in enumerate(node):
+                child = var()
+                lines.append(f"{child} = {ref}[{index}]")
+                walk(item, child)
+        else:
+            type_name = _LEAF_TYPES.get(kind)
+            if type_name is None:
+                raise _Unplannable
+            lines.append(f"if type({ref}) is not {type_name}: return None")
+            leaves.append(ref)
+
+    walk(resource, "r")
+    if len(leaves) != len(plan):
+        return None
+    checks = []
+    for ref, check in zip(leaves, plan):
+        if check is _always:
+            continue  # the structure check already fixed the leaf's type, and the model accepted it
+        if isinstance(check, _Primitive):  # the memo first: most leaves repeat (codes, systems)
+            checks.append(f"if {ref} not in {const(check.seen)} and not {const(check)}({ref}): return False")
+        else:
+            checks.append(f"if not {const(check)}({ref}): return False")
+    body = "\n    ".join(lines + checks + ["return True"])
+    source = f"def check(r):\n    {body}\n"
+    namespace = dict(names)
+    exec(compile(source, "<fast_validate shape>", "exec"), namespace)  # noqa: S102 - code built from the shape only
+    return namespace["check"]
+
+
 # -- the validator --------------------------------------------------------------------------------
 
 
@@ -263,6 +370,9 @@ class ShapeValidator:
     def __init__(self, *, max_shapes: int = MAX_SHAPES):
         self.max_shapes = max_shapes
         self._plans: dict = {}
+        # (resourceType, top-level keys) -> compiled checks of the planned shapes with that head
+        self._compiled: dict = {}
+        self._compiled_shapes: set = set()
         self.stats = {"fast": 0, "full": 0, "shapes": 0}
 
     def validate(self, resource: dict) -> None:
@@ -270,10 +380,24 @@ class ShapeValidator:
         if type(resource) is not dict:
             full_validate(resource)
             return
+        resource_type = resource.get("resourceType")
+        if type(resource_type) is str:
+            for check in self._compiled.get((resource_type, tuple(resource)), ()):
+                verdict = check(resource)
+                if verdict is None:
+                    continue  # another shape with the same head
+                if verdict:
+                    self.stats["fast"] += 1
+                    return
+                self.stats["full"] += 1
+                full_validate(resource)  # a leaf the fast path cannot vouch for: fhir.resources decides
+                return
         leaves: list = []
         shape = shape_of(resource, leaves)
         plan = self._plans.get(shape)
         if plan is not None and plan is not _UNPLANNABLE:
+            if shape not in self._compiled_shapes:
+                self._add_compiled(shape, resource, plan)  # the second resource of this shape
             for check, value in zip(plan, leaves):
                 if not check(value):
                     break
@@ -285,6 +409,21 @@ class ShapeValidator:
         if plan is None and len(self._plans) < self.max_shapes:
             self._plans[shape] = self._make_plan(resource, len(leaves))
             self.stats["shapes"] += 1
+
+    def _add_compiled(self, shape, resource: dict, plan: tuple) -> None:
+        if len(self._compiled_shapes) >= MAX_COMPILED_SHAPES:
+            return
+        self._compiled_shapes.add(shape)  # tried once, compiled or not
+        if len(plan) > MAX_COMPILED_LEAVES or type(resource.get("resourceType")) is not str:
+            return
+        try:
+            check = _compile_shape(resource, plan)
+        except (_Unplannable, RecursionError, SyntaxError, MemoryError):
+            return
+        key = (resource["resourceType"], tuple(resource))
+        candidates = self._compiled.get(key, ())
+        if check is not None and len(candidates) < MAX_CANDIDATES:
+            self._compiled[key] = candidates + (check,)  # a new tuple: readers in other threads see old or new
 
     @staticmethod
     def _make_plan(resource: dict, leaves: int):

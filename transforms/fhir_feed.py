@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import date, datetime
+from functools import lru_cache
 
 from transforms.errors import RecordError
 from transforms.ids import resource_id
@@ -69,9 +70,9 @@ def add_standard_codings(concept: dict, terminology: Terminology) -> dict:
     return {**concept, "coding": codings}
 
 
-def _parse(text: str) -> dict:
+def _parse(text: str, loads=json.loads) -> dict:
     try:
-        resource = json.loads(text)
+        resource = loads(text)
     except (ValueError, RecursionError):  # json.JSONDecodeError is a ValueError
         raise RecordError("PARSE", "line is not valid JSON") from None
     if not isinstance(resource, dict):
@@ -88,6 +89,7 @@ def _check_type(resource_type: str) -> None:
         raise RecordError("UNSUPPORTED", f"resourceType {shown} is not mapped by the FHIR feed")
 
 
+@lru_cache(maxsize=16_384)  # a patient's resources all point at the same Patient and Encounter
 def _rewrite_reference(reference: str, hospital: str) -> str:
     match = _RELATIVE_REFERENCE.fullmatch(reference)
     if match is None:
@@ -96,14 +98,59 @@ def _rewrite_reference(reference: str, hospital: str) -> str:
     return f"{target_type}/{resource_id(hospital, target_type, target_id)}"
 
 
-def _rewrite_references(node, hospital: str):
-    """A copy of `node` with every relative ``reference`` rewritten to carelake ids."""
-    if isinstance(node, dict):
-        return {key: (_rewrite_reference(value, hospital) if key == "reference" and isinstance(value, str)
-                      else _rewrite_references(value, hospital)) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_rewrite_references(item, hospital) for item in node]
-    return node
+class _BadDate(Exception):
+    """An impossible date element; `keys` is its path from the innermost key outwards."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.keys = [key]
+
+
+def _convert(node, hospital: str):
+    """A copy of `node` (parsed JSON) with every relative ``reference`` rewritten to carelake ids.
+
+    Also checks the date elements on the same walk (one pass over the tree instead of two): raises
+    `_BadDate` at the first impossible one in document order, before anything is returned.
+    """
+    if type(node) is dict:
+        out = {}
+        for key, value in node.items():
+            kind = type(value)
+            if kind is str:
+                if key in _DATE_ELEMENTS and not _valid_date(value):
+                    raise _BadDate(key)
+                out[key] = _rewrite_reference(value, hospital) if key == "reference" else value
+            elif kind is dict or kind is list:
+                try:
+                    out[key] = _convert(value, hospital)
+                except _BadDate as bad:
+                    bad.keys.append(key)
+                    raise
+            else:
+                out[key] = value
+        return out
+    return [_convert(item, hospital) if type(item) is dict or type(item) is list else item for item in node]
+
+
+@lru_cache(maxsize=64)
+def _converting_decoder(hospital: str):
+    """A JSON decoder that does `_convert`'s work while parsing, one object at a time as the C parser
+    builds it: far cheaper than a second walk over the tree in Python. It cannot name the path of an
+    impossible date, so it gives up (`_BadDate`) and the caller takes the `_convert` path for the error.
+    """
+
+    def hook(node: dict) -> dict:
+        reference = node.get("reference")
+        if type(reference) is str:
+            node["reference"] = _rewrite_reference(reference, hospital)
+        if not _DATE_ELEMENTS.isdisjoint(node):
+            for key in _DATE_ELEMENTS.intersection(node):
+                value = node[key]
+                if type(value) is str and not _valid_date(value):
+                    raise _BadDate(key)
+        return node
+
+    return json.JSONDecoder(object_hook=hook)
 
 
 def _valid_date(text: str) -> bool:
@@ -123,18 +170,6 @@ def _valid_date(text: str) -> bool:
     return True
 
 
-def _check_dates(node, path: str) -> None:
-    """Raise INVALID_DATE naming the first impossible date element (by path, never by value)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in _DATE_ELEMENTS and isinstance(value, str) and not _valid_date(value):
-                raise RecordError("INVALID_DATE", f"{path}.{key} is not a valid FHIR date/dateTime")
-            _check_dates(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for item in node:
-            _check_dates(item, path)
-
-
 def fhir_json_to_resources(text: str, *, hospital: str, terminology: Terminology) -> list[dict]:
     """Map one NDJSON line (one resource) to the resources to store: today always exactly one.
 
@@ -142,14 +177,26 @@ def fhir_json_to_resources(text: str, *, hospital: str, terminology: Terminology
     MISSING_FIELD (no usable id), INVALID_DATE. Validation against FHIR is the caller's separate step.
     The input is never modified.
     """
-    resource = _parse(text)
+    converted = None
+    if type(text) is str and not text.startswith("\ufeff"):  # what json.loads would refuse goes the long way
+        try:
+            converted = _parse(text, _converting_decoder(hospital).decode)  # rewritten and date-checked
+        except _BadDate:
+            converted = None  # the path below names the element (and checks type and id first)
+    resource = converted if converted is not None else _parse(text)
     resource_type = resource["resourceType"]
     _check_type(resource_type)
     original_id = resource.get("id")
     if not isinstance(original_id, str) or not _FHIR_ID.fullmatch(original_id):
         raise RecordError("MISSING_FIELD", f"{resource_type}.id is missing or not a FHIR id")
-    _check_dates(resource, resource_type)
-    out = _rewrite_references(resource, hospital)
+    if converted is not None:
+        out = converted
+    else:
+        try:
+            out = _convert(resource, hospital)
+        except _BadDate as bad:
+            path = ".".join([resource_type, *reversed(bad.keys)])
+            raise RecordError("INVALID_DATE", f"{path} is not a valid FHIR date/dateTime") from None
     out["id"] = resource_id(hospital, resource_type, original_id)
     for element in _CODED_ELEMENTS.get(resource_type, ()):
         if isinstance(out.get(element), dict):

@@ -42,6 +42,17 @@ def _cast(value, kind: str):
     return bool(value)
 
 
+def _caster(kind: str):
+    """`_cast` for one Spark type, with the common cases first (one call per value, millions of values)."""
+    if kind == "string":
+        def cast(value):
+            return value if type(value) is str or value is None else _cast(value, kind)
+    else:
+        def cast(value):
+            return None if value is None else _cast(value, kind)
+    return cast
+
+
 def apply_view(silver, view: dict, *, passthrough: tuple[str, ...] = ("hospital", "person_key")):
     """Evaluate `view` over every resource of `silver`; see the module docstring for the columns."""
     from transforms.sqlonfhir import compile_view
@@ -49,10 +60,13 @@ def apply_view(silver, view: dict, *, passthrough: tuple[str, ...] = ("hospital"
     compiled = compile_view(view)
     columns = _spark_columns(compiled)
     out = [(name, "string") for name in passthrough] + columns
+    names = [name for name, _ in out]
+    casts = [_caster(kind) for _, kind in columns]
 
     def rows(row: dict):
-        resource = json.loads(row["resource"])
-        for result in compiled.evaluate(resource):
-            yield {**{name: row[name] for name in passthrough}, **{name: _cast(result.get(name), kind) for name, kind in columns}}
+        resource = json.loads(row["resource"])  # the row's only parse; the view reads the parsed object
+        head = [row[name] for name in passthrough]
+        for values in compiled.evaluate_tuples(resource):
+            yield dict(zip(names, head + [cast(value) for cast, value in zip(casts, values)]))
 
     return map_rows(silver.select("resource", *passthrough), rows, out)

@@ -6,6 +6,8 @@ import csv
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import yaml
 
 from carelake.synth import csv_mapping_for, generate, terminology_rows
@@ -344,3 +346,49 @@ def test_synthea_layout_maps_panels_content_ids_and_exclusions():
                 assert {c["code"]["coding"][0]["code"] for c in resource["component"]} == {"8480-6", "8462-4"}
     assert counts == {"Patient": 11, "Encounter": 388, "Observation": 1802, "Condition": 273, "Immunization": 129, "skipped": 336}
     assert len(ids) == sum(v for k, v in counts.items() if k != "skipped")  # content ids are unique
+
+
+# -- the fixed-width date fast path reads exactly what datetime.strptime reads -------------------------
+
+_FORMATS = ["%Y-%m-%d", "%d/%m/%Y", "%Y%m%d", "%Y-%m-%dT%H:%M:%S%z", "%d/%m/%Y %H:%M", "%Y%m%d%H%M%S%z",
+            "%m/%d/%Y %H:%M:%S", "%H:%M %d.%m.%Y", "%Y-%m-%d %I:%M %p", "%Y-%j"]
+
+
+@st.composite
+def _date_texts(draw):
+    from datetime import datetime as dt
+
+    fmt = draw(st.sampled_from(_FORMATS))
+    moment = draw(st.datetimes(min_value=dt(1000, 1, 1), max_value=dt(9999, 12, 31)))
+    offset = draw(st.sampled_from(["+0100", "-0530", "+00:00", "Z", "+2359", "+0060", "-1200"]))
+    text = list(moment.strftime(fmt.replace("%z", offset)))
+    for _ in range(draw(st.integers(0, 3))):  # then a few edits: digits, separators, spaces, letters
+        i = draw(st.integers(0, len(text)))
+        char = draw(st.sampled_from("0123456789-/:+ TZz.\t"))
+        op = draw(st.sampled_from(["set", "delete", "insert"]))
+        if op == "insert" or i == len(text):
+            text.insert(i, char)
+        elif op == "set":
+            text[i] = char
+        else:
+            del text[i]
+    return fmt, "".join(text)
+
+
+def _read(parse, text, fmt):
+    try:
+        moment = parse(text, fmt)
+    except ValueError:
+        return "ValueError"
+    return moment.isoformat(), moment.utcoffset()
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_date_texts())
+def test_fast_strptime_reads_what_strptime_reads(case):
+    from datetime import datetime as dt
+
+    from transforms.csv_feed import _strptime
+
+    fmt, text = case
+    assert _read(_strptime, text, fmt) == _read(dt.strptime, text, fmt)

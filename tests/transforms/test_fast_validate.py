@@ -145,6 +145,9 @@ def test_value_mutations_keep_the_shape_and_are_judged_by_the_fast_path(seed, da
     assert verdict(validator.validate, resource) == expected
     if expected is None:
         assert validator.stats["fast"] == before["fast"] + 1 or validator.stats["full"] == before["full"] + 1
+    # the shape was then seen twice, so it is compiled: the compiled check gives the same verdict
+    assert validator._compiled.get((seed["resourceType"], tuple(seed)))
+    assert verdict(validator.validate, copy.deepcopy(resource)) == expected
 
 
 def test_the_fast_path_is_taken_for_repeated_shapes():
@@ -186,7 +189,7 @@ def test_official_examples_get_the_same_verdict():
         if not isinstance(resource, dict) or resource.get("resourceType") not in RESOURCE_TABLES:
             continue
         expected = verdict(full_validate, copy.deepcopy(resource))
-        for _ in range(2):  # the second time through the cached plan
+        for _ in range(3):  # the second time through the cached plan, the third through the compiled check
             assert verdict(validator.validate, copy.deepcopy(resource)) == expected, path.name
         compared += 1
     assert compared > 50
@@ -207,3 +210,22 @@ def test_mutated_official_examples_get_the_same_verdict(data):
     p = data.draw(st.sampled_from(leaves))
     _parent(resource, p)[p[-1]] = copy.deepcopy(data.draw(VALUES))
     assert verdict(validator.validate, copy.deepcopy(resource)) == verdict(full_validate, copy.deepcopy(resource)), path.name
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_a_compiled_shape_matches_exactly_the_resources_of_its_shape(resource):
+    """The compiled checks find a resource's shape without `shape_of`: each must claim (answer True or
+    False) exactly the resources whose `shape_of` equals its seed's, and answer None for every other."""
+    validator = warmed()
+    for seed in SEEDS:  # a shape is compiled when it is seen the second time
+        validator.validate(copy.deepcopy(seed))
+    compiled = [check for checks in validator._compiled.values() for check in checks]
+    assert len(compiled) == len(SEEDS)
+    shape = shape_of(resource, [])
+    for seed in SEEDS:
+        key = (seed["resourceType"], tuple(seed))
+        (check,) = validator._compiled[key]
+        assert check(copy.deepcopy(seed)) is True
+        claimed = check(copy.deepcopy(resource)) is not None
+        assert claimed == (shape == shape_of(seed, [])), seed["resourceType"]

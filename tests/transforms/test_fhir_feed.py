@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import yaml
 
 from carelake.synth import csv_mapping_for, generate, terminology_rows
@@ -200,3 +202,68 @@ def _try_csv(record, hospital, mapping, terminology):
         return csv_row_to_resources(record.entity, record.row, hospital=hospital, mapping=mapping, terminology=terminology)
     except RecordError:
         return []
+
+
+# -- the one-pass mapping (references and dates checked while parsing) equals the two walks it replaced --
+
+def _reference_mapping(text: str, hospital: str):
+    """The mapping as first written: parse, check every date on one walk, rewrite references on another."""
+    from transforms.fhir_feed import _CODED_ELEMENTS, _DATE_ELEMENTS, _FHIR_ID, _check_type, _parse, _rewrite_reference, _valid_date
+
+    def check_dates(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _DATE_ELEMENTS and isinstance(value, str) and not _valid_date(value):
+                    raise RecordError("INVALID_DATE", f"{path}.{key} is not a valid FHIR date/dateTime")
+                check_dates(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for item in node:
+                check_dates(item, path)
+
+    def rewrite(node):
+        if isinstance(node, dict):
+            return {k: (_rewrite_reference(v, hospital) if k == "reference" and isinstance(v, str) else rewrite(v))
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(item) for item in node]
+        return node
+
+    resource = _parse(text)
+    resource_type = resource["resourceType"]
+    _check_type(resource_type)
+    original_id = resource.get("id")
+    if not isinstance(original_id, str) or not _FHIR_ID.fullmatch(original_id):
+        raise RecordError("MISSING_FIELD", f"{resource_type}.id is missing or not a FHIR id")
+    check_dates(resource, resource_type)
+    out = rewrite(resource)
+    out["id"] = resource_id(hospital, resource_type, original_id)
+    for element in _CODED_ELEMENTS.get(resource_type, ()):
+        if isinstance(out.get(element), dict):
+            out[element] = add_standard_codings(out[element], TERMINOLOGY)
+    return [out]
+
+
+def _outcome(fn, text):
+    try:
+        return fn(text)
+    except RecordError as exc:
+        return (exc.code, exc.reason)
+
+
+_DATES = st.sampled_from(["2023", "2023-02", "2023-02-28", "2023-02-30", "2023-13", "2023-02-28T10:00:00Z",
+                          "2023-02-28T25:00:00Z", "2023-02-28T10:00:00", "yesterday", "2024-02-29T23:59:59.5+01:00"])
+_KEYS = st.sampled_from(["start", "end", "onsetDateTime", "issued", "reference", "text", "period", "id", "date"])
+_LEAVES = st.one_of(_DATES, st.sampled_from(["Patient/abc", "Encounter/e.1/_history/2", "#c1", "http://x/Patient/1",
+                                             "Patient?identifier=a|b"]), st.integers(), st.booleans(), st.none())
+_TREES = st.recursive(_LEAVES, lambda children: st.one_of(st.lists(children, max_size=3),
+                                                          st.dictionaries(_KEYS, children, max_size=4)), max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["Observation", "Encounter", "Condition", "Bundle"]),
+       st.dictionaries(_KEYS, _TREES, max_size=5), st.sampled_from(["o-1", "", 7, None]), st.booleans())
+def test_one_pass_mapping_equals_the_two_walks(resource_type, body, original_id, break_json):
+    resource = {"resourceType": resource_type, **body} | ({} if original_id is None else {"id": original_id})
+    text = json.dumps(resource) + ("}" if break_json else "")
+    expected = _outcome(lambda t: _reference_mapping(t, HOSPITAL), text)
+    assert _outcome(lambda t: fhir_json_to_resources(t, hospital=HOSPITAL, terminology=TERMINOLOGY), text) == expected

@@ -97,6 +97,11 @@ class _Select:
                 self._descend(child, env, out)
 
     def rows(self, node, env: Env) -> list[tuple]:
+        if self.mode is None:  # one focus, the node itself: the common case, without the loop below
+            parts = self._parts([node], env)
+            if parts is None:
+                return []
+            return parts[0] if len(parts) == 1 else list(_product(parts))
         foci = self._foci(node, env)
         iterating = self.mode is not None
         out: list[tuple] = []
@@ -174,13 +179,17 @@ class CompiledView:
 
     def evaluate(self, resource: dict) -> list[dict]:
         """Rows for one resource (none if it is of another type or fails the view's ``where``)."""
+        names = self._names
+        return [dict(zip(names, row)) for row in self.evaluate_tuples(resource)]
+
+    def evaluate_tuples(self, resource: dict) -> list[tuple]:
+        """`evaluate` with each row as a tuple of the column values in `columns` order (no dicts built)."""
         if type(resource) is not dict or resource.get("resourceType") != self.resource:
             return []
         env = Env(resource, 0)
         if self._wheres and not self._accepts(resource, env):
             return []
-        names = self._names
-        return [dict(zip(names, row)) for row in self._root.rows(resource, env)]
+        return self._root.rows(resource, env)
 
     def evaluate_many(self, resources: Iterable[dict]) -> Iterator[dict]:
         """Rows for each resource in turn; resources of other types are skipped."""

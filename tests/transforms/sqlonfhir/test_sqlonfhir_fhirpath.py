@@ -200,3 +200,67 @@ def test_evaluation_errors(expression, message):
     with pytest.raises(FhirPathError) as err:
         compile_path(expression).evaluate(PATIENT)
     assert str(err.value) == message
+
+
+# -- `x = 'text'` against a constant string takes a shortcut; it must agree with the general operator ---
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_TEXTS = st.one_of(st.sampled_from(["official", "Official", "", "2020", "2020-01", "2020-01-01", "2020-01-01T10:00:00Z",
+                                    "2020-01-01T11:00:00+01:00", "10:00", "10:00:00", "T10:00", "urn:x", "12:3",
+                                    "2020-13", "1970-06"]),
+                   st.text(max_size=8))
+_VALUES = st.one_of(_TEXTS, st.lists(_TEXTS, max_size=2), st.integers(-2, 2), st.booleans(), st.floats(-2, 2),
+                    st.none(), st.just({"a": 1}))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_VALUES, _TEXTS, st.sampled_from(["=", "!="]), st.booleans())
+def test_equality_with_a_constant_string_agrees_with_the_general_operator(value, text, op, as_constant):
+    node = {"resourceType": "Basic", "v": value}
+    literal = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    shortcut = f"v {op} %c" if as_constant else f"v {op} {literal}"
+    general = f"v {op} {literal}.first()"  # not a literal any more: the general operator
+
+    def outcome(expression, **constants):
+        try:
+            return ev(expression, node, **constants)
+        except FhirPathError as exc:
+            return type(exc)
+
+    assert outcome(shortcut, c=text) == outcome(general)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(st.one_of(st.fixed_dictionaries({"v": _VALUES}), st.just({}), st.just({"vString": "official"}),
+                          _TEXTS), max_size=4),
+       _TEXTS, st.sampled_from(["=", "!="]), st.booleans())
+def test_where_member_equals_a_constant_string_agrees_with_the_general_path(items, text, op, as_constant):
+    node = {"resourceType": "Basic", "item": items}
+    literal = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    shortcut = f"item.where(v {op} %c)" if as_constant else f"item.where(v {op} {literal})"
+    general = f"item.where(v {op} {literal}.first())"
+
+    def outcome(expression, **constants):
+        try:
+            return ev(expression, node, **constants)
+        except FhirPathError as exc:
+            return type(exc)
+
+    assert outcome(shortcut, c=text) == outcome(general)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_VALUES, _TEXTS, st.sampled_from(["startsWith", "endsWith", "contains", "indexOf"]))
+def test_string_functions_with_constant_arguments_agree_with_the_general_path(value, text, function):
+    node = {"resourceType": "Basic", "v": value}
+    literal = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    def outcome(expression):
+        try:
+            return ev(expression, node)
+        except FhirPathError as exc:
+            return type(exc)
+
+    assert outcome(f"v.{function}({literal})") == outcome(f"v.{function}({literal}.first())")

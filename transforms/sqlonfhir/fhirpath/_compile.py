@@ -82,8 +82,10 @@ def _extend(out: list, value) -> None:
 def _navigate(names: list[str]):
     """One closure for a chain of member steps (``code.coding.system``): fewer calls per resource."""
     steps = [(name, choice_keys(name)) for name in names]
+    if len(steps) == 1:
+        return _navigate_one(*steps[0])
 
-    def navigate(items: list) -> list:
+    def navigate(items: list, env=None) -> list:  # also an `Fn` itself: no wrapping lambda per call
         for name, candidates in steps:
             out: list = []
             for item in items:
@@ -108,6 +110,36 @@ def _navigate(names: list[str]):
                 return out
             items = out
         return items
+
+    return navigate
+
+
+def _navigate_one(name: str, candidates: frozenset):
+    """`_navigate` of a single member step (``status``, ``subject``, ``system`` inside where()), the most
+    common path: the same result without the loop over steps, and without a loop over one input item."""
+
+    def lookup(item) -> list:
+        value = item.get(name)
+        if value is None:
+            for key in item:
+                if key in candidates:
+                    value = item[key]
+                    break
+            else:
+                return []
+        if type(value) is list:
+            return [v for v in value if v is not None] if None in value else list(value)
+        return [value]
+
+    def navigate(items: list, env=None) -> list:  # also an `Fn` itself: no wrapping lambda per call
+        if len(items) == 1:
+            item = items[0]
+            return lookup(item) if type(item) is dict else []
+        out: list = []
+        for item in items:
+            if type(item) is dict:
+                out.extend(lookup(item))
+        return out
 
     return navigate
 
@@ -205,8 +237,7 @@ class Compiler:
 
     def _c_id(self, node):
         if node[0] == "id" and not node[1][:1].isupper():
-            navigate = _navigate([node[1]])
-            return (lambda focus, env: navigate(focus)), None
+            return _navigate([node[1]]), None
         inv, hint = self.invocation(node, None, term=True)
         return (lambda focus, env: inv(focus, focus, env)), hint
 
@@ -218,7 +249,7 @@ class Compiler:
         if names and (base is not None or not names[0][:1].isupper()) and len(names) >= 2 - (base is not None):
             navigate = _navigate(names)
             if base is None:
-                return (lambda focus, env: navigate(focus)), None
+                return navigate, None
             bf, _ = self.compile(base)
             return (lambda focus, env: navigate(bf(focus, env))), None
         typed = self._typed_member(left, right)

@@ -95,11 +95,72 @@ def _all(c, args, hint):
 # -- filtering and projection ------------------------------------------------------------------------
 @_register("where", 1)
 def _where(c, args, hint):
-    each = _iterator(c, args[0])
+    # `to_bool(criteria) is True`, unrolled: one item that is True or not a boolean keeps the item; an
+    # empty result drops it; several items are an error, which to_bool raises.
+    if uses_variable(args[0], "index"):
+        each = _iterator(c, args[0])
 
-    def where(inp, focus, env):
-        return [item for i, item in enumerate(inp) if _ops.to_bool(each(item, i, env), "where() criteria") is True]
-    return where, hint
+        def where(inp, focus, env):
+            out = []
+            for i, item in enumerate(inp):
+                r = each(item, i, env)
+                if r:
+                    if len(r) > 1:
+                        _ops.to_bool(r, "where() criteria")
+                    v = r[0]
+                    if v is True or type(v) is not bool:
+                        out.append(item)
+            return out
+        return where, hint
+
+    criteria, _ = c.compile(args[0])
+    member_test = _member_equals_string(c, args[0])
+    if member_test is not None:
+        name, test = member_test
+
+        def where_member(inp, focus, env):
+            # `where(system = 'x')`: an item whose member is one string is judged on the spot, with the
+            # operator's own test; anything else (absent, a list, a choice element...) as below
+            out = []
+            for item in inp:
+                if type(item) is dict:
+                    value = item.get(name)
+                    if type(value) is str:
+                        if test(value) is True:
+                            out.append(item)
+                        continue
+                r = criteria([item], env)
+                if r:
+                    if len(r) > 1:
+                        _ops.to_bool(r, "where() criteria")
+                    v = r[0]
+                    if v is True or type(v) is not bool:
+                        out.append(item)
+            return out
+        return where_member, hint
+
+    def where_(inp, focus, env):  # without $index: the criteria called directly, one call less per item
+        out = []
+        for item in inp:
+            r = criteria([item], env)
+            if r:
+                if len(r) > 1:
+                    _ops.to_bool(r, "where() criteria")
+                v = r[0]
+                if v is True or type(v) is not bool:
+                    out.append(item)
+        return out
+    return where_, hint
+
+
+def _member_equals_string(c, node):
+    """(member name, test) when `node` is ``member = 'text'`` or ``member != %constant``, else None."""
+    if node[0] != "op" or node[1] not in ("=", "!=") or node[2][0] != "id" or node[2][1][:1].isupper():
+        return None
+    from ._operators import string_constant, string_test
+
+    const = string_constant(c, node[3])
+    return None if const is None else (node[2][1], string_test(node[1] == "!=", const))
 
 
 @_register("select", 1)
@@ -308,6 +369,19 @@ def _string_function(name: str, nargs: int, apply, hint: str | None = "string", 
     @_register(name, nargs, max_args)
     def build(c, args, h):
         arg_fns = [_single_arg(c, a, f"{name}()") for a in args]
+        from ._operators import string_constant
+
+        constants = [string_constant(c, a) for a in args]
+        if args and all(type(v) is str for v in constants):
+            def fn_const(inp, focus, env):  # `startsWith('urn:')`: the arguments are known, not evaluated per item
+                s = _ops.singleton(inp, f"{name}()")
+                if s is None:
+                    return []
+                if type(s) is not str:
+                    raise FhirPathError(f"{name}() expects a string input, found {type(s).__name__}")
+                r = apply(s, *constants)
+                return [] if r is None else [r]
+            return fn_const, hint
 
         def fn(inp, focus, env):
             s = _ops.singleton(inp, f"{name}()")

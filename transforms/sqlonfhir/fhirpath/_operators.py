@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ..errors import FhirPathError
 from . import _ops
+from ._compile import _BUILTIN_CONSTANTS
 
-__all__ = ["compile_operator"]
+__all__ = ["compile_operator", "string_constant", "string_test"]
 
 
 def _logic(op: str, lf, rf):
@@ -47,7 +48,46 @@ def _logic(op: str, lf, rf):
     return fn
 
 
-def _equality(op: str, lf, rf):
+def string_test(negate: bool, const: str):
+    """``a = const`` (or ``!=``) for a single string `a`: True, False or None (unknown, so empty), as the
+    general operator gives it: `_ops.equal` with its string branch inlined and the constant's half of
+    its tests decided once."""
+    temporal, colon = const[:4].isdigit(), ":" in const[:3]
+
+    def test(a: str):
+        if a == const:
+            return not negate
+        if not (temporal and a[:4].isdigit() or colon and ":" in a[:3]):
+            return negate
+        r = _ops.equal(a, const)
+        return None if r is None else r != negate
+    return test
+
+
+def _equality_with_string(negate: bool, lf, const: str):
+    """``x = 'text'`` (or ``!=``) against a string known when compiling, as in most where() criteria."""
+    test = string_test(negate, const)
+    right = [const]
+
+    def fn(focus, env):
+        left = lf(focus, env)
+        if len(left) == 1:
+            a = left[0]
+            if type(a) is str:
+                r = test(a)
+                return [] if r is None else [r]
+            r = _ops.equal(a, const)
+        else:
+            r = _ops.collections_equal(left, right)
+        if r is None:
+            return []
+        return [r != negate]
+    return fn
+
+
+def _equality(op: str, lf, rf, const=None):
+    if op in ("=", "!=") and type(const) is str:
+        return _equality_with_string(op == "!=", lf, const)
     if op in ("=", "!="):
         negate = op == "!="
 
@@ -109,6 +149,16 @@ def _arith(op: str, lf, rf):
     return fn
 
 
+def string_constant(compiler, node):
+    """The string a literal (``'official'``) or a view constant (``%loinc``) always gives, else None."""
+    if node[0] == "lit" and type(node[1]) is str:
+        return node[1]
+    if node[0] == "const" and node[1] not in ("rowIndex", "resource", "rootResource", "context"):
+        value = compiler.constants[node[1]] if node[1] in compiler.constants else _BUILTIN_CONSTANTS.get(node[1])
+        return value if type(value) is str else None
+    return None
+
+
 def compile_operator(compiler, node):
     op, left, right = node[1], node[2], node[3]
     lf, lhint = compiler.compile(left)
@@ -116,7 +166,7 @@ def compile_operator(compiler, node):
     if op in ("and", "or", "xor", "implies"):
         return _logic(op, lf, rf), "boolean"
     if op in ("=", "!=", "~", "!~"):
-        return _equality(op, lf, rf), "boolean"
+        return _equality(op, lf, rf, string_constant(compiler, right)), "boolean"
     if op in _ORDER:
         return _comparison(op, lf, rf), "boolean"
     if op in ("+", "-", "*", "/", "div", "mod", "&"):
