@@ -29,11 +29,11 @@ _V2_0270 = "http://terminology.hl7.org/CodeSystem/v2-0270"
 def map_document(ctx: Context, txa: Segment, index: int) -> dict:
     """TXA -> DocumentReference, keyed by TXA-12 unique document number (else MSH-10 + TXA-1)."""
     number = txa.field(12).component(1).strip()
-    key = f"doc|{number}" if number else f"msg|{ctx.message.control_id}|{txa.field(1).value.strip() or index}"
+    key = f"doc|{number}" if number else f"msg|{ctx.message.control_id}|{txa.value(1).strip() or index}"
     document: dict = {
         "resourceType": "DocumentReference",
         "id": ctx.rid("DocumentReference", key),
-        "status": AVAILABILITY_STATUS.get(txa.field(19).value.strip().upper(), "current"),
+        "status": AVAILABILITY_STATUS.get(txa.value(19).strip().upper(), "current"),
         "subject": {"reference": ctx.patient_ref},
         "content": [],
     }
@@ -46,24 +46,24 @@ def map_document(ctx: Context, txa: Segment, index: int) -> dict:
     file_name = txa.field(16).component(1).strip()
     if file_name:
         document["identifier"] = [{"value": file_name}]
-    doc_status = DOC_STATUS.get(txa.field(17).value.strip().upper())
+    doc_status = DOC_STATUS.get(txa.value(17).strip().upper())
     if doc_status:
         document["docStatus"] = doc_status
-    doc_type = txa.field(2).repetitions[0] if txa.field(2) else None
+    doc_type = txa.field(2).first
     if doc_type is not None:
         concept = dt.codeable_concept(doc_type, ctx.hospital, "document-type")
         if concept and not doc_type.component(3).strip():
             concept["coding"][0]["system"] = _V2_0270  # TXA-2 without a coding system is table 0270
         if concept:
             document["type"] = concept
-    created = (dt.fhir_instant(txa.field(6).value, "TXA-6", ctx.tz)
-               or dt.fhir_instant(txa.field(4).value, "TXA-4", ctx.tz))
+    created = (dt.fhir_instant(txa.value(6), "TXA-6", ctx.tz)
+               or dt.fhir_instant(txa.value(4), "TXA-4", ctx.tz))
     if created:
         document["date"] = created
     title = txa.field(25).text().strip()
     if title:
         document["description"] = title
-    label = CONFIDENTIALITY.get(txa.field(18).value.strip().upper())
+    label = CONFIDENTIALITY.get(txa.value(18).strip().upper())
     if label:
         document["securityLabel"] = [{"coding": [{"system": _CONFIDENTIALITY_SYSTEM, "code": label}]}]
     if ctx.encounter_ref:
@@ -76,7 +76,7 @@ def map_document(ctx: Context, txa: Segment, index: int) -> dict:
 def _attachment(obx: Segment) -> dict | None:
     """OBX-5 as an Attachment (IG OBX[DocumentReference]): text types as UTF-8 data, ED as its payload,
     RP as a URL. Text is stored unescaped (``\\.br\\`` as a line break), hence text/plain, not text/hl7v2."""
-    value_type = obx.field(2).value.strip().upper()
+    value_type = obx.value(2).strip().upper()
     reps = obx.field(5).repetitions
     if not reps:
         return None

@@ -35,11 +35,11 @@ def _encounter_key(ctx: Context, pv1: Segment, index: int) -> str:
     number): the IG still maps it to an Encounter, and keying it by MSH-10 and the segment keeps the id
     the same when the message is delivered again, while two different messages never merge their PV1s.
     """
-    visit = pv1.field(19).value.strip()
-    admit = pv1.field(44).value.strip()
+    visit = pv1.value(19).strip()
+    admit = pv1.value(44).strip()
     if visit:
         return visit
-    if admit and pv1.field(2).value.strip():
+    if admit and pv1.value(2).strip():
         return f"{ctx.mrn}|admit|{admit}"
     digest = hashlib.sha256(pv1.raw.encode("utf-8")).hexdigest()[:16]
     return f"{ctx.mrn}|msg|{ctx.message.control_id}|{index}|{digest}"
@@ -73,15 +73,15 @@ def map_encounter(ctx: Context, pv1: Segment, index: int = 1) -> dict | None:
     A PV1 of class N ("not applicable") with neither visit number nor admit time is the placeholder
     A28/A31 and other person-level messages send: the sender says there is no visit, so none is made.
     """
-    visit = pv1.field(19).value.strip()
-    admit = pv1.field(44).value.strip()
-    patient_class = pv1.field(2).value.strip().upper()
+    visit = pv1.value(19).strip()
+    admit = pv1.value(44).strip()
+    patient_class = pv1.value(2).strip().upper()
     if patient_class == "N" and not visit and not admit:
         return None
     key = _encounter_key(ctx, pv1, index)
     encounter_class = _encounter_class(ctx, patient_class, bool(visit))
     start = dt.fhir_datetime(admit, "PV1-44", ctx.tz)
-    end = dt.fhir_datetime(pv1.field(45).value, "PV1-45", ctx.tz)
+    end = dt.fhir_datetime(pv1.value(45), "PV1-45", ctx.tz)
     trigger = ctx.message.type.partition("^")[2]
     enc_id = ctx.rid("Encounter", key)
     encounter: dict = {
@@ -105,7 +105,7 @@ def map_encounter(ctx: Context, pv1: Segment, index: int = 1) -> dict | None:
     period = {k: v for k, v in (("start", start), ("end", end)) if v}
     if period:
         encounter["period"] = period
-    service = dt.codeable_concept(pv1.field(10).repetitions[0] if pv1.field(10) else None, ctx.hospital, "service")
+    service = dt.codeable_concept(pv1.field(10).first, ctx.hospital, "service")
     if service:
         encounter["serviceType"] = service
     disposition = pv1.field(36).repetitions
@@ -119,13 +119,12 @@ def map_encounter(ctx: Context, pv1: Segment, index: int = 1) -> dict | None:
 
 
 def _first(seg: Segment, n: int):
-    reps = seg.field(n).repetitions
-    return reps[0] if reps else None
+    return seg.field(n).first
 
 
 def _fact_key(ctx: Context, seg: Segment, index: int, code_field: int) -> str:
-    set_id = seg.field(1).value.strip()
-    code = seg.field(code_field).value.strip()
+    set_id = seg.value(1).strip()
+    code = seg.value(code_field).strip()
     return f"{ctx.context_key}|{set_id or code or f'#{index}'}"
 
 
@@ -147,13 +146,13 @@ def map_condition(ctx: Context, dg1: Segment, index: int) -> dict | None:
     }
     if ctx.encounter_ref:
         condition["encounter"] = {"reference": ctx.encounter_ref}
-    onset = dt.fhir_datetime(dg1.field(5).value, "DG1-5", ctx.tz)
+    onset = dt.fhir_datetime(dg1.value(5), "DG1-5", ctx.tz)
     if onset:
         condition["onsetDateTime"] = onset
-    recorded = dt.fhir_datetime(dg1.field(19).value, "DG1-19", ctx.tz)
+    recorded = dt.fhir_datetime(dg1.value(19), "DG1-19", ctx.tz)
     if recorded:
         condition["recordedDate"] = recorded
-    if dg1.field(21).value.strip().upper() == "D":
+    if dg1.value(21).strip().upper() == "D":
         condition["verificationStatus"] = {"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "entered-in-error"}]}
     return ctx.add(condition)
@@ -175,7 +174,7 @@ def map_procedure(ctx: Context, pr1: Segment, index: int) -> dict | None:
     }
     if ctx.encounter_ref:
         procedure["encounter"] = {"reference": ctx.encounter_ref}
-    performed = dt.fhir_datetime(pr1.field(5).value, "PR1-5", ctx.tz)
+    performed = dt.fhir_datetime(pr1.value(5), "PR1-5", ctx.tz)
     if performed:
         procedure["performedDateTime"] = performed
     return ctx.add(procedure)
@@ -187,36 +186,36 @@ def map_allergy(ctx: Context, al1: Segment, index: int) -> dict | None:
         return None
     allergy: dict = {
         "resourceType": "AllergyIntolerance",
-        "id": ctx.rid("AllergyIntolerance", f"patient|{ctx.mrn}|{al1.field(3).value.strip() or index}"),
+        "id": ctx.rid("AllergyIntolerance", f"patient|{ctx.mrn}|{al1.value(3).strip() or index}"),
         # An allergy an ADT feed lists is one the patient has now (ait-1 needs a clinical status).
         "clinicalStatus": {"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]},
         "code": concept,
         "patient": {"reference": ctx.patient_ref},
     }
-    category = vocab.ALLERGEN_CATEGORY.get(al1.field(2).value.strip().upper())
+    category = vocab.ALLERGEN_CATEGORY.get(al1.value(2).strip().upper())
     if category:
         allergy["category"] = [category]
-    criticality = vocab.ALLERGY_CRITICALITY.get(al1.field(4).value.strip().upper())
+    criticality = vocab.ALLERGY_CRITICALITY.get(al1.value(4).strip().upper())
     if criticality:
         allergy["criticality"] = criticality
     reactions = [r.text().strip() for r in al1.field(5).repetitions if r.text().strip()]
     if reactions:
         allergy["reaction"] = [{"manifestation": [{"text": r} for r in reactions]}]
-    onset = dt.fhir_datetime(al1.field(6).value, "AL1-6", ctx.tz)
+    onset = dt.fhir_datetime(al1.value(6), "AL1-6", ctx.tz)
     if onset:
         allergy["onsetDateTime"] = onset
     return ctx.add(allergy)
 
 
 def map_coverage(ctx: Context, in1: Segment, index: int) -> dict | None:
-    plan = in1.field(2).value.strip()
-    company_id = in1.field(3).value.strip()
+    plan = in1.value(2).strip()
+    company_id = in1.value(3).strip()
     company_name = in1.field(4).component(1).strip()
-    policy = in1.field(36).value.strip()
+    policy = in1.value(36).strip()
     if not (plan or company_id or company_name or policy):
         return None
-    set_id = in1.field(1).value.strip() or f"#{index}"
+    set_id = in1.value(1).strip() or f"#{index}"
     payor: dict = {}
     if company_name:
         payor["display"] = company_name
@@ -233,8 +232,8 @@ def map_coverage(ctx: Context, in1: Segment, index: int) -> dict | None:
     }
     if policy:
         coverage["subscriberId"] = policy
-    start = dt.fhir_datetime(in1.field(12).value, "IN1-12", ctx.tz)
-    end = dt.fhir_datetime(in1.field(13).value, "IN1-13", ctx.tz)
+    start = dt.fhir_datetime(in1.value(12), "IN1-12", ctx.tz)
+    end = dt.fhir_datetime(in1.value(13), "IN1-13", ctx.tz)
     period = {k: v for k, v in (("start", start), ("end", end)) if v}
     if period:
         coverage["period"] = period
@@ -258,7 +257,7 @@ def map_coverage(ctx: Context, in1: Segment, index: int) -> dict | None:
 
 def _subscriber(ctx: Context, in1: Segment, set_id: str) -> str | None:
     """IN1-16 insured: the patient when IN1-17 says SEL, else a RelatedPerson (IG IN1[Coverage])."""
-    relation = in1.field(17).value.strip().upper()
+    relation = in1.value(17).strip().upper()
     if relation == "SEL":
         return ctx.patient_ref
     names = dt.human_names(in1.field(16).repetitions)
@@ -274,7 +273,7 @@ def _subscriber(ctx: Context, in1: Segment, set_id: str) -> str | None:
     concept = dt.codeable_concept(relationship, ctx.hospital, "relationship") if relationship is not None else None
     if concept:
         person["relationship"] = [concept]
-    birth = dt.fhir_date(in1.field(18).value, "IN1-18")
+    birth = dt.fhir_date(in1.value(18), "IN1-18")
     if birth:
         person["birthDate"] = birth
     addresses = [a for a in (dt.address(r, ctx.tz) for r in in1.field(19).repetitions) if a]

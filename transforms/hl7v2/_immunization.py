@@ -14,13 +14,13 @@ def map_immunization(ctx: Context, rxa: Segment, index: int, order_key: str) -> 
     vaccine = dt.codeable_concept(reps[0] if reps else None, ctx.hospital, "vaccine", ctx.terminology)
     if vaccine is None:
         raise RecordError("MISSING_FIELD", "RXA-5 administered code is empty")
-    occurrence = dt.fhir_datetime(rxa.field(3).value, "RXA-3", ctx.tz)
+    occurrence = dt.fhir_datetime(rxa.value(3), "RXA-3", ctx.tz)
     if occurrence is None:
         raise RecordError("MISSING_FIELD", "RXA-3 date/time start of administration is empty")
-    status = vocab.COMPLETION_STATUS.get(rxa.field(20).value.strip().upper(), "completed")
-    if rxa.field(21).value.strip().upper() == "D":
+    status = vocab.COMPLETION_STATUS.get(rxa.value(20).strip().upper(), "completed")
+    if rxa.value(21).strip().upper() == "D":
         status = "entered-in-error"
-    key = order_key or f"{vaccine.get('coding', [{}])[0].get('code', '')}|{rxa.field(3).value.strip()}|{index}"
+    key = order_key or f"{vaccine.get('coding', [{}])[0].get('code', '')}|{rxa.value(3).strip()}|{index}"
     imm: dict = {
         "resourceType": "Immunization",
         "id": ctx.rid("Immunization", f"patient|{ctx.mrn}|{key}"),
@@ -31,19 +31,19 @@ def map_immunization(ctx: Context, rxa: Segment, index: int, order_key: str) -> 
     }
     if ctx.encounter_ref:
         imm["encounter"] = {"reference": ctx.encounter_ref}
-    amount = dt.decimal(rxa.field(6).value)
+    amount = dt.decimal(rxa.value(6))
     if amount is not None and amount != 999:  # 999 is the CDC convention for "amount unknown"
-        quantity: dict = {"value": amount, **dt.quantity_unit(rxa.field(7).repetitions[0] if rxa.field(7) else None)}
+        quantity: dict = {"value": amount, **dt.quantity_unit(rxa.field(7).first)}
         imm["doseQuantity"] = quantity
-    lot = rxa.field(15).value.strip()
+    lot = rxa.value(15).strip()
     if lot:
         imm["lotNumber"] = lot
-    expiry = dt.fhir_date(rxa.field(16).value, "RXA-16")
+    expiry = dt.fhir_date(rxa.value(16), "RXA-16")
     if expiry and len(expiry) == 10:
         imm["expirationDate"] = expiry
-    if rxa.field(9).value.strip() in ("00", "01"):
+    if rxa.value(9).strip() in ("00", "01"):
         # NIP001: 00 = new record (administered here), 01 = historical record from another source.
-        imm["primarySource"] = rxa.field(9).value.strip() == "00"
+        imm["primarySource"] = rxa.value(9).strip() == "00"
     imm = ctx.add(imm)
     ctx.immunization = imm
     return imm

@@ -23,7 +23,7 @@ _GIVE_CODE, _MIN, _MAX, _UNITS, _DISPENSE, _DISPENSE_UNITS, _REFILLS = (
 
 def _pick(rxe: Segment, rxo: Segment | None, fields: tuple[int, int]) -> Repetition | None:
     for seg, n in ((rxe, fields[0]), (rxo, fields[1])):
-        if seg is not None and seg.field(n).repetitions and seg.field(n).value.strip():
+        if seg is not None and seg.field(n).repetitions and seg.value(n).strip():
             return seg.field(n).repetitions[0]
     return None
 
@@ -35,9 +35,9 @@ def _text(rep: Repetition | None) -> str:
 def _status(orc: Segment | None) -> str:
     if orc is None:
         return "unknown"
-    status = ORDER_STATUS.get(orc.field(5).value.strip().upper())
-    if status is None and not orc.field(5).value.strip():
-        status = ORDER_CONTROL_STATUS.get(orc.field(1).value.strip().upper())
+    status = ORDER_STATUS.get(orc.value(5).strip().upper())
+    if status is None and not orc.value(5).strip():
+        status = ORDER_CONTROL_STATUS.get(orc.value(1).strip().upper())
     return _MEDICATION_STATUS.get(status or "", "unknown")
 
 
@@ -77,7 +77,7 @@ def map_medication_request(ctx: Context, rxe: Segment, index: int, rxo: Segment 
         identifiers = order_identifiers(ctx, orc, None)
         if identifiers:
             request["identifier"] = identifiers
-        authored = dt.fhir_datetime(orc.field(9).value, "ORC-9", ctx.tz)
+        authored = dt.fhir_datetime(orc.value(9), "ORC-9", ctx.tz)
         if authored:
             request["authoredOn"] = authored
     dosage: dict = {}
@@ -109,8 +109,8 @@ def attach_route(ctx: Context, rxr: Segment) -> None:
     request = ctx.medication
     if request is None:
         return
-    route = dt.codeable_concept(rxr.field(1).repetitions[0] if rxr.field(1) else None, ctx.hospital, "route")
-    site = dt.codeable_concept(rxr.field(2).repetitions[0] if rxr.field(2) else None, ctx.hospital, "body-site")
+    route = dt.codeable_concept(rxr.field(1).first, ctx.hospital, "route")
+    site = dt.codeable_concept(rxr.field(2).first, ctx.hospital, "body-site")
     if not (route or site):
         return
     dosage = request.setdefault("dosageInstruction", [{}])[0]

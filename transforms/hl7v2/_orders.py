@@ -20,10 +20,7 @@ PRIORITY = {"S": "stat", "A": "asap", "R": "routine"}
 
 
 def _first(seg: Segment | None, n: int) -> Repetition | None:
-    if seg is None:
-        return None
-    reps = seg.field(n).repetitions
-    return reps[0] if reps else None
+    return None if seg is None else seg.field(n).first
 
 
 def _order_identifier(rep: Repetition | None, type_code: str, hospital: str) -> dict | None:
@@ -54,9 +51,9 @@ def order_identifiers(ctx: Context, orc: Segment | None, obr: Segment | None) ->
 def _status(orc: Segment | None) -> str:
     if orc is None:
         return "unknown"
-    status = ORDER_STATUS.get(orc.field(5).value.strip().upper())
-    if status is None and not orc.field(5).value.strip():
-        status = ORDER_CONTROL_STATUS.get(orc.field(1).value.strip().upper())
+    status = ORDER_STATUS.get(orc.value(5).strip().upper())
+    if status is None and not orc.value(5).strip():
+        status = ORDER_CONTROL_STATUS.get(orc.value(1).strip().upper())
     return status or "unknown"
 
 
@@ -68,7 +65,7 @@ def map_service_request(ctx: Context, obr: Segment, key: str) -> dict:
         "id": ctx.rid("ServiceRequest", key),
         "status": _status(orc),
         # OBR-11 G is a reflex test the lab added; A (add-on) has no R4 intent of its own.
-        "intent": "reflex-order" if obr.field(11).value.strip().upper() == "G" else "order",
+        "intent": "reflex-order" if obr.value(11).strip().upper() == "G" else "order",
         "subject": {"reference": ctx.patient_ref},
     }
     identifiers = order_identifiers(ctx, orc, obr)
@@ -86,13 +83,13 @@ def map_service_request(ctx: Context, obr: Segment, key: str) -> dict:
     concept = dt.codeable_concept(_first(obr, 4), ctx.hospital, "lab", ctx.terminology)
     if concept:
         request["code"] = concept
-    priority = PRIORITY.get(obr.field(5).value.strip().upper())
+    priority = PRIORITY.get(obr.value(5).strip().upper())
     if priority:
         request["priority"] = priority
     if ctx.encounter_ref:
         request["encounter"] = {"reference": ctx.encounter_ref}
-    if orc is not None and orc.field(1).value.strip().upper() == "NW":
-        authored = dt.fhir_datetime(orc.field(9).value, "ORC-9", ctx.tz)
+    if orc is not None and orc.value(1).strip().upper() == "NW":
+        authored = dt.fhir_datetime(orc.value(9), "ORC-9", ctx.tz)
         if authored:
             request["authoredOn"] = authored
     reasons = [c for c in (dt.codeable_concept(r, ctx.hospital, "reason") for r in obr.field(31).repetitions) if c]

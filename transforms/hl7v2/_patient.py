@@ -75,7 +75,7 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
                 add(dt.identifier(rep, ctx.hospital, system=NATIONAL_ID_SYSTEM))
             else:
                 add(dt.identifier(rep, ctx.hospital))
-    ssn = pid.field(19).value.strip()
+    ssn = pid.value(19).strip()
     if ssn:
         add({"value": ssn, "type": {"coding": [{"system": vocab.V2_0203, "code": "SS"}]}})
 
@@ -85,11 +85,11 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
     names = dt.human_names(pid.field(5).repetitions)
     if names:
         patient["name"] = names
-    sex = pid.field(8).value.strip().upper()
+    sex = pid.value(8).strip().upper()
     if sex:
         # Gender has a required binding; a code outside table 0001 can only be said as "unknown".
         patient["gender"] = vocab.ADMINISTRATIVE_SEX.get(sex, "unknown")
-    birth = pid.field(7).value
+    birth = pid.value(7)
     birth_date = dt.fhir_date(birth, "PID-7")
     if birth_date:
         patient["birthDate"] = birth_date
@@ -103,22 +103,22 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
                for t in (dt.contact_point(r, use, ctx.tz) for r in pid.field(n).repetitions) if t]
     if telecom:
         patient["telecom"] = telecom
-    marital = pid.field(16).value.strip().upper()
+    marital = pid.value(16).strip().upper()
     if marital in vocab.MARITAL:
         m_code, m_display = vocab.MARITAL[marital]
         patient["maritalStatus"] = {"coding": [{"system": vocab.MARITAL_STATUS, "code": m_code, "display": m_display}]}
-    death = dt.fhir_datetime(pid.field(29).value, "PID-29", ctx.tz)
+    death = dt.fhir_datetime(pid.value(29), "PID-29", ctx.tz)
     if death:
         patient["deceasedDateTime"] = death
     else:
-        flag = pid.field(30).value.strip().upper()
+        flag = pid.value(30).strip().upper()
         if flag in ("Y", "N"):
             patient["deceasedBoolean"] = flag == "Y"
-    order = pid.field(25).value.strip()
+    order = pid.value(25).strip()
     if order.isdigit():
         patient["multipleBirthInteger"] = int(order)
-    elif pid.field(24).value.strip().upper() in ("Y", "N"):
-        patient["multipleBirthBoolean"] = pid.field(24).value.strip().upper() == "Y"
+    elif pid.value(24).strip().upper() in ("Y", "N"):
+        patient["multipleBirthBoolean"] = pid.value(24).strip().upper() == "Y"
     return ctx.add(patient)
 
 
@@ -145,10 +145,10 @@ def map_related_person(ctx: Context, nk1: Segment, index: int) -> dict | None:
     telecom = [t for n, use in ((5, "home"), (6, "work"), (31, None), (40, None), (41, None))
                for t in (dt.contact_point(r, use, ctx.tz) for r in nk1.field(n).repetitions) if t]
     identifiers = [i for n in (12, 33) for i in (dt.identifier(r, ctx.hospital) for r in nk1.field(n).repetitions) if i]
-    ssn = nk1.field(37).value.strip()
+    ssn = nk1.value(37).strip()
     if ssn:
         identifiers.append({"value": ssn, "type": {"coding": [{"system": vocab.V2_0203, "code": "SS"}]}})
-    set_id = nk1.field(1).value.strip() or f"#{index}"
+    set_id = nk1.value(1).strip() or f"#{index}"
     person: dict = {
         "resourceType": "RelatedPerson",
         "id": ctx.rid("RelatedPerson", f"patient|{ctx.mrn}|{set_id}"),
@@ -158,20 +158,20 @@ def map_related_person(ctx: Context, nk1: Segment, index: int) -> dict | None:
                        ("telecom", telecom)):
         if value:
             person[key] = value
-    sex = nk1.field(15).value.strip().upper()
+    sex = nk1.value(15).strip().upper()
     if sex:
         person["gender"] = vocab.ADMINISTRATIVE_SEX.get(sex, "unknown")
-    birth = dt.fhir_date(nk1.field(16).value, "NK1-16")
+    birth = dt.fhir_date(nk1.value(16), "NK1-16")
     if birth:
         person["birthDate"] = birth
     if addresses:
         person["address"] = addresses
-    start = dt.fhir_datetime(nk1.field(8).value, "NK1-8", ctx.tz)
-    end = dt.fhir_datetime(nk1.field(9).value, "NK1-9", ctx.tz)
+    start = dt.fhir_datetime(nk1.value(8), "NK1-8", ctx.tz)
+    end = dt.fhir_datetime(nk1.value(9), "NK1-9", ctx.tz)
     period = {k: v for k, v in (("start", start), ("end", end)) if v}
     if period:
         person["period"] = period
-    language = dt.codeable_concept(nk1.field(20).repetitions[0] if nk1.field(20) else None, ctx.hospital, "language")
+    language = dt.codeable_concept(nk1.field(20).first, ctx.hospital, "language")
     if language:
         person["communication"] = [{"language": language}]
     if person.keys() <= {"resourceType", "id", "patient"}:

@@ -10,8 +10,7 @@ from transforms.hl7v2.parse import Repetition, Segment
 
 
 def _first(seg: Segment, n: int) -> Repetition | None:
-    reps = seg.field(n).repetitions
-    return reps[0] if reps else None
+    return seg.field(n).first
 
 
 def _ei(rep: Repetition | None) -> str:
@@ -31,7 +30,7 @@ def map_report(
     also when the sender left ORC out). OBX segments of an order still become Observations under it. ``with_specimen``: the OBR's specimen is a Specimen even without a
     report (IG OML_O21 OBR[Specimen]), referred to by the ServiceRequest."""
     key = _ei(_first(obr, 3)) or _ei(_first(obr, 2))
-    key = f"fill|{key}" if key else f"msg|{ctx.message.control_id}|{obr.field(1).value.strip() or index}"
+    key = f"fill|{key}" if key else f"msg|{ctx.message.control_id}|{obr.value(1).strip() or index}"
     ctx.report_key = key
     ctx.report = None
     request = _orders.map_service_request(ctx, obr, key) if as_request else None
@@ -39,8 +38,8 @@ def map_report(
     if not as_report:
         ctx.last = request
         if with_specimen:
-            _obr_specimen(ctx, obr, dt.fhir_datetime(obr.field(7).value, "OBR-7", ctx.tz),
-                          dt.fhir_datetime(obr.field(8).value, "OBR-8", ctx.tz))
+            _obr_specimen(ctx, obr, dt.fhir_datetime(obr.value(7), "OBR-7", ctx.tz),
+                          dt.fhir_datetime(obr.value(8), "OBR-8", ctx.tz))
         return None
     concept = dt.codeable_concept(_first(obr, 4), ctx.hospital, "lab", ctx.terminology)
     if concept is None:
@@ -59,7 +58,7 @@ def map_report(
                             "type": {"coding": [{"system": vocab.V2_0203, "code": "PGN"}]}})
     if identifiers:
         report["identifier"] = identifiers
-    status = obr.field(25).value.strip().upper()
+    status = obr.value(25).strip().upper()
     if status:
         mapped = vocab.REPORT_STATUS.get(status)
         if mapped is None and status in vocab.REPORT_STATUS_ERRORS:
@@ -71,16 +70,16 @@ def map_report(
         report["basedOn"] = [{"reference": f"ServiceRequest/{request['id']}"}]
     if ctx.encounter_ref:
         report["encounter"] = {"reference": ctx.encounter_ref}
-    start = dt.fhir_datetime(obr.field(7).value, "OBR-7", ctx.tz)
-    end = dt.fhir_datetime(obr.field(8).value, "OBR-8", ctx.tz)
+    start = dt.fhir_datetime(obr.value(7), "OBR-7", ctx.tz)
+    end = dt.fhir_datetime(obr.value(8), "OBR-8", ctx.tz)
     if start and end:
         report["effectivePeriod"] = {"start": start, "end": end}
     elif start:
         report["effectiveDateTime"] = start
-    issued = dt.fhir_instant(obr.field(22).value, "OBR-22", ctx.tz)
+    issued = dt.fhir_instant(obr.value(22), "OBR-22", ctx.tz)
     if issued:
         report["issued"] = issued
-    section = dt.code(obr.field(24).value)
+    section = dt.code(obr.value(24))
     if section:
         report["category"] = [{"coding": [{"system": vocab.V2_0074, "code": section}]}]
     ctx.report = ctx.add(report)
@@ -101,7 +100,7 @@ def _obr_specimen(ctx: Context, obr: Segment, start: str | None, end: str | None
         specimen["collection"] = {"collectedPeriod": {"start": start, "end": end}}
     elif start:
         specimen["collection"] = {"collectedDateTime": start}
-    received = dt.fhir_instant(obr.field(14).value, "OBR-14", ctx.tz)
+    received = dt.fhir_instant(obr.value(14), "OBR-14", ctx.tz)
     if received:
         specimen["receivedTime"] = received
     source = dt.codeable_concept(_first(obr, 15), ctx.hospital, "specimen-type")
@@ -159,7 +158,7 @@ def _numeric_with_comparator(text: str, unit: dict) -> dict | None:
 
 
 def _value(ctx: Context, obx: Segment) -> dict:
-    value_type = obx.field(2).value.strip().upper()
+    value_type = obx.value(2).strip().upper()
     reps = obx.field(5).repetitions
     if not reps:
         return {}
@@ -221,8 +220,8 @@ def map_observation(ctx: Context, obx: Segment, index: int, set_ids: set) -> dic
     if concept is None:
         # Observation.code is required; an OBX without OBX-3 still carries a value worth keeping.
         concept = dict(vocab.UNKNOWN_CONCEPT)
-    set_id = obx.field(1).value.strip()
-    sub_id = obx.field(4).value.strip()
+    set_id = obx.value(1).strip()
+    sub_id = obx.value(4).strip()
     local = f"{set_id}.{sub_id}" if set_id and sub_id else set_id
     if not local or local in set_ids:
         local = f"#{index}"
@@ -232,8 +231,8 @@ def map_observation(ctx: Context, obx: Segment, index: int, set_ids: set) -> dic
     else:
         # OBX outside a result group (ADT vitals): keyed by what it says, so an update replaces it.
         obs_code = code_rep.component(1).strip() if code_rep is not None else ""
-        key = f"{ctx.context_key}|{obs_code}|{obx.field(14).value.strip()}|{local}"
-    status_code = obx.field(11).value.strip().upper()
+        key = f"{ctx.context_key}|{obs_code}|{obx.value(14).strip()}|{local}"
+    status_code = obx.value(11).strip().upper()
     if status_code:
         status = vocab.OBSERVATION_STATUS.get(status_code)
         if status is None:
@@ -254,7 +253,7 @@ def map_observation(ctx: Context, obx: Segment, index: int, set_ids: set) -> dic
     if components:
         obs["component"] = [{"code": concept, **v} for v in components]
     obs.update(value)
-    effective = obx.field(14).value
+    effective = obx.value(14)
     effective_dt = dt.fhir_datetime(effective, "OBX-14", ctx.tz) if effective.strip() else None
     if effective_dt:
         obs["effectiveDateTime"] = effective_dt
@@ -310,7 +309,7 @@ def map_specimen(ctx: Context, spm: Segment, index: int) -> dict | None:
         specimen_id = spm2.component(2, 1).strip() or spm2.component(1, 1).strip()
     if type_concept is None and not specimen_id:
         return None
-    key = f"{ctx.report_key or ctx.context_key}|{specimen_id or spm.field(1).value.strip() or f'#{index}'}"
+    key = f"{ctx.report_key or ctx.context_key}|{specimen_id or spm.value(1).strip() or f'#{index}'}"
     specimen: dict = {
         "resourceType": "Specimen",
         "id": ctx.rid("Specimen", key),
@@ -349,7 +348,7 @@ def map_specimen(ctx: Context, spm: Segment, index: int) -> dict | None:
             specimen["collection"] = {"collectedPeriod": period}
     elif collected:
         specimen["collection"] = {"collectedDateTime": collected}
-    received = dt.fhir_instant(spm.field(18).value, "SPM-18", ctx.tz)
+    received = dt.fhir_instant(spm.value(18), "SPM-18", ctx.tz)
     if received:
         specimen["receivedTime"] = received
     specimen = ctx.add(specimen)

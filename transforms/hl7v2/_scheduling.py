@@ -25,8 +25,7 @@ _UNTIMED = frozenset({"proposed", "cancelled", "waitlist"})
 
 
 def _first(seg: Segment, n: int):
-    reps = seg.field(n).repetitions
-    return reps[0] if reps else None
+    return seg.field(n).first
 
 
 def _minutes(amount: str, units: str) -> int | None:
@@ -108,7 +107,7 @@ def _timing(ctx: Context, sch: Segment, tq1: Segment | None, ais: Segment | None
         end = end or dt.fhir_datetime(sch.field(11).component(5, 1), "SCH-11", ctx.tz)
     if not start and ais is not None:
         start = dt.fhir_datetime(ais.field(4).component(1), "AIS-4", ctx.tz)
-    minutes = _minutes(sch.field(9).value, sch.field(10).component(1))
+    minutes = _minutes(sch.value(9), sch.field(10).component(1))
     if minutes is None and ais is not None:
-        minutes = _minutes(ais.field(7).value, ais.field(8).component(1))
+        minutes = _minutes(ais.value(7), ais.field(8).component(1))
     return start, end, minutes

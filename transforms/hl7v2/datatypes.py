@@ -12,6 +12,7 @@ otherwise truncated to its date, since inventing a zone would shift the instant 
 from __future__ import annotations
 
 import calendar
+from functools import lru_cache
 from urllib.parse import quote
 
 from transforms.errors import RecordError
@@ -28,67 +29,114 @@ __all__ = [
 ]
 
 _DIGITS = frozenset("0123456789")
+_DECIMAL_CHARS = _DIGITS | {"."}  # built once: decimal() runs for every numeric OBX
 
 
 def _invalid(field: str) -> RecordError:
     return RecordError("INVALID_DATE", f"{field} is not a valid HL7 date/time")
 
 
-def _parse_dtm(value: str, field: str) -> tuple[list[str], str, str | None]:
-    """-> ([YYYY, MM, DD, hh, mm, ss] present parts, fraction, offset '+hh:mm' or None)."""
+#: Days per month in a common year; February of a leap year gets one more (as `calendar.monthrange`).
+_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _is_digits(text: str) -> bool:
+    # Only 0-9: str.isdigit alone would also accept other scripts' digits and superscripts.
+    return text.isascii() and text.isdigit()
+
+
+# Memoised: one message repeats its timestamps (MSH-7, EVN-2, OBR-7, each OBX-14) and a patient's
+# dates recur across messages. The keys are date strings, which may be PHI (a birth date): the cache
+# is bounded, lives in this process's memory only, and is never logged or written anywhere.
+@lru_cache(maxsize=8192)
+def _dtm(value: str) -> tuple[tuple[str, ...], str, str | None] | None:
+    """-> ((YYYY, MM, DD, hh, mm, ss) present parts, fraction, offset '+hh:mm' or None); None when
+    `value` is not a valid DTM (the caller raises, naming its field)."""
     v = value.strip()
     offset = None
     cut = max(v.rfind("+"), v.rfind("-"))
     if cut >= 4:
         tz, v = v[cut:], v[:cut]
         digits = tz[1:]
-        if len(digits) != 4 or not set(digits) <= _DIGITS:
-            raise _invalid(field)
+        if len(digits) != 4 or not _is_digits(digits):
+            return None
         hh, mm = int(digits[:2]), int(digits[2:])
         if hh > 14 or mm > 59 or (hh == 14 and mm):
-            raise _invalid(field)
+            return None
         offset = f"{tz[0]}{digits[:2]}:{digits[2:]}"
     fraction = ""
     if "." in v:
         v, fraction = v.split(".", 1)
-        if len(v) != 14 or not fraction or not set(fraction) <= _DIGITS:
-            raise _invalid(field)
-    if len(v) not in (4, 6, 8, 10, 12, 14) or not set(v) <= _DIGITS:
-        raise _invalid(field)
-    parts = [v[0:4]] + [v[i:i + 2] for i in range(4, len(v), 2)]
+        if len(v) != 14 or not fraction or not _is_digits(fraction):
+            return None
+    n = len(v)
+    if n not in (4, 6, 8, 10, 12, 14) or not _is_digits(v):
+        return None
+    parts = (v[0:4],) + tuple(v[i:i + 2] for i in range(4, n, 2))
     year = int(parts[0])
     if year < 1:
-        raise _invalid(field)
-    if len(parts) > 1 and not 1 <= int(parts[1]) <= 12:
-        raise _invalid(field)
-    if len(parts) > 2 and not 1 <= int(parts[2]) <= calendar.monthrange(year, int(parts[1]))[1]:
-        raise _invalid(field)
-    if len(parts) > 3 and int(parts[3]) > 23:
-        raise _invalid(field)
-    if len(parts) > 4 and int(parts[4]) > 59:
-        raise _invalid(field)
-    if len(parts) > 5 and int(parts[5]) > 59:
-        raise _invalid(field)
+        return None
+    if n > 4:
+        month = int(parts[1])
+        if not 1 <= month <= 12:
+            return None
+        if n > 6:
+            days = _MONTH_DAYS[month] + (month == 2 and calendar.isleap(year))
+            if not 1 <= int(parts[2]) <= days:
+                return None
+            if n > 8 and int(parts[3]) > 23:
+                return None
+            if n > 10 and int(parts[4]) > 59:
+                return None
+            if n > 12 and int(parts[5]) > 59:
+                return None
     return parts, fraction, offset
 
 
-def _date_part(parts: list[str]) -> str:
+def _parse_dtm(value: str, field: str) -> tuple[tuple[str, ...], str, str | None]:
+    """-> ((YYYY, MM, DD, hh, mm, ss) present parts, fraction, offset '+hh:mm' or None)."""
+    parsed = _dtm(value)
+    if parsed is None:
+        raise _invalid(field)
+    return parsed
+
+
+def _date_part(parts: tuple[str, ...]) -> str:
     return "-".join(parts[:3])
+
+
+def _format_datetime(parsed: tuple[tuple[str, ...], str, str | None], tz: str | None) -> str:
+    parts, fraction, offset = parsed
+    if len(parts) <= 3:
+        return _date_part(parts)
+    offset = offset or tz
+    if offset is None:
+        return _date_part(parts)
+    hh, mm, ss = (parts + ("00", "00"))[3:6]
+    frac = f".{fraction}" if fraction else ""
+    return f"{_date_part(parts)}T{hh}:{mm}:{ss}{frac}{offset}"
+
+
+#: `_datetime`'s answer for a value that is not a DTM (the caller raises, naming its field).
+_INVALID = object()
+
+
+@lru_cache(maxsize=8192)  # same keys as `_dtm` (plus the hospital's offset): bounded, memory only, PHI-safe
+def _datetime(value: str, tz: str | None) -> str | object:
+    parsed = _dtm(value)
+    return _INVALID if parsed is None else _format_datetime(parsed, tz)
 
 
 def fhir_datetime(value: str, field: str, tz: str | None = None) -> str | None:
     """A v2 DTM/TS value as a FHIR dateTime with the same precision (see the module docstring)."""
     if not value or not value.strip():
         return None
-    parts, fraction, offset = _parse_dtm(value, field)
-    if len(parts) <= 3:
-        return _date_part(parts)
-    offset = offset or tz
-    if offset is None:
-        return _date_part(parts)
-    hh, mm, ss = (parts + ["00", "00"])[3:6]
-    frac = f".{fraction}" if fraction else ""
-    return f"{_date_part(parts)}T{hh}:{mm}:{ss}{frac}{offset}"
+    if tz is None or type(tz) is str:
+        out = _datetime(value, tz)
+        if out is _INVALID:
+            raise _invalid(field)
+        return out
+    return _format_datetime(_parse_dtm(value, field), tz)  # an offset that is not text: not memoised
 
 
 def fhir_date(value: str, field: str) -> str | None:
@@ -137,7 +185,7 @@ def decimal(text: str) -> int | float | None:
     if t.startswith("+"):
         t = t[1:]
     body = t[1:] if t.startswith("-") else t
-    if not body or body.count(".") > 1 or not set(body) <= _DIGITS | {"."} or body == ".":
+    if not body or body.count(".") > 1 or not set(body) <= _DECIMAL_CHARS or body == ".":
         return None
     if "." in body:
         return float(t)
@@ -150,6 +198,9 @@ def code(text: str) -> str | None:
     return out or None
 
 
+# Memoised: a feed names a handful of coding systems, each on every CWE it sends. Keys are what the
+# sender put in CWE.3 (structural, but free text from an unknown sender): bounded, memory only.
+@lru_cache(maxsize=2048)
 def system_uri(name: str, hospital: str, kind: str) -> str:
     """FHIR system of a CWE coding-system name; local and unknown names become hospital-local systems."""
     name = name.strip()
@@ -158,7 +209,7 @@ def system_uri(name: str, hospital: str, kind: str) -> str:
     known = vocab.CODE_SYSTEMS.get(name.upper()) or vocab.hl7_table_system(name)
     if known:
         return known
-    if set(name) <= _DIGITS | {"."} and "." in name:
+    if set(name) <= _DECIMAL_CHARS and "." in name:
         return f"urn:oid:{name}"
     if name.startswith(("http://", "https://", "urn:")) and not any(c.isspace() for c in name):
         return name
@@ -187,10 +238,12 @@ def codeable_concept(
     """
     if rep is None or not rep:
         return None
+    comps = rep.padded(13)
     codings = []
-    for c, d, s, v in ((1, 2, 3, 7), (4, 5, 6, 8), (10, 11, 12, 13)):
-        coding = _coding(rep.component(c), rep.component(d), rep.component(s), rep.component(v), hospital, kind)
-        if coding and coding not in codings:
+    for c, d, s, v in _CWE_TRIPLETS:
+        # An empty code makes no coding (`_coding` says None): most CWEs send only the first triplet.
+        if comps[c] and (coding := _coding(comps[c], comps[d], comps[s], comps[v], hospital, kind)) \
+                and coding not in codings:
             codings.append(coding)
     if terminology is not None:
         local_prefix = f"urn:carelake:{hospital}:"
@@ -204,10 +257,14 @@ def codeable_concept(
     out: dict = {}
     if codings:
         out["coding"] = codings
-    text = rep.component(9).strip() or ("" if codings else rep.component(2).strip())
+    text = comps[8].strip() or ("" if codings else comps[1].strip())
     if text:
         out["text"] = text
     return out or None
+
+
+#: CWE components (0-based) of each coding: identifier, text, coding system, system version.
+_CWE_TRIPLETS = ((0, 1, 2, 6), (3, 4, 5, 7), (9, 10, 11, 12))
 
 
 def authority_system(rep: Repetition, comp: int, hospital: str) -> str | None:
@@ -216,7 +273,7 @@ def authority_system(rep: Repetition, comp: int, hospital: str) -> str | None:
     universal = rep.component(comp, 2).strip()
     kind = rep.component(comp, 3).strip().upper()
     if universal and not any(ch.isspace() for ch in universal):
-        if kind == "ISO" or (set(universal) <= _DIGITS | {"."} and "." in universal):
+        if kind == "ISO" or (set(universal) <= _DECIMAL_CHARS and "." in universal):
             return f"urn:oid:{universal}"
         if kind == "UUID":
             return f"urn:uuid:{universal.lower()}"
@@ -233,7 +290,7 @@ def ei_system(rep: Repetition, hospital: str) -> str | None:
     """System URI of an EI: an ISO OID (EI.3/EI.4), else the hospital-local namespace (EI.2)."""
     # EI carries its authority as components 2-4 (namespace, universal id, type), not as an HD.
     namespace, universal, kind = rep.component(2).strip(), rep.component(3).strip(), rep.component(4).strip().upper()
-    if universal and kind == "ISO" and set(universal) <= set("0123456789."):
+    if universal and kind == "ISO" and set(universal) <= _DECIMAL_CHARS:
         return f"urn:oid:{universal}"
     if namespace:
         return local_code_system(hospital, "id:" + quote(namespace, safe=""))
@@ -271,48 +328,54 @@ def human_names(reps: list[Repetition]) -> list[dict]:
 def human_name(rep: Repetition) -> dict | None:
     """XPN -> HumanName (family from FN.1, given from XPN.2/3, prefix, suffixes, use)."""
     out: dict = {}
-    family = rep.component(1, 1).strip()
+    comps = rep.padded(7)
+    family = comps[0].strip()  # FN.1: sub-component 1 of component 1
     if family:
         out["family"] = family
-    given = [g for g in (rep.component(2).strip(), rep.component(3).strip()) if g]
+    given = [g for g in (comps[1].strip(), comps[2].strip()) if g]
     if given:
         out["given"] = given
-    prefix = rep.component(5).strip()
+    prefix = comps[4].strip()
     if prefix:
         out["prefix"] = [prefix]
-    suffix = [s for s in (rep.component(4).strip(), rep.component(6).strip()) if s]
+    suffix = [s for s in (comps[3].strip(), comps[5].strip()) if s]
     if suffix:
         out["suffix"] = suffix
     if not out:
         return None
-    use = vocab.NAME_USE.get(rep.component(7).strip().upper())
+    use = vocab.NAME_USE.get(comps[6].strip().upper())
     if use:
         out["use"] = use
     return out
+
+
+#: XAD components (0-based) -> Address elements, in the order they are written.
+_XAD_PARTS = ((2, "city"), (8, "district"), (3, "state"), (4, "postalCode"), (5, "country"))
 
 
 def address(rep: Repetition, tz: str | None = None) -> dict | None:
     """XAD -> Address (IG XAD[Address]): lines are the street (SAD.1-3), other designation (XAD.2)
     and addressee (XAD.19); the validity period is XAD.13/14, else the v2.5 range XAD.12."""
     out: dict = {}
+    comps = rep.padded(19)
     street = [rep.component(1, i).strip() for i in (1, 2, 3)]
-    lines = [x for x in (*street, rep.component(2).strip(), rep.component(19).strip()) if x]
+    lines = [x for x in (*street, comps[1].strip(), comps[18].strip()) if x]
     if lines:
         out["line"] = lines
-    for comp, key in ((3, "city"), (9, "district"), (4, "state"), (5, "postalCode"), (6, "country")):
-        value = rep.component(comp).strip()
+    for comp, key in _XAD_PARTS:
+        value = comps[comp].strip()
         if value:
             out[key] = value
     if not out:
         return None
-    kind = rep.component(7).strip().upper()
+    kind = comps[6].strip().upper()
     if kind in vocab.ADDRESS_USE:
         out["use"] = vocab.ADDRESS_USE[kind]
     if kind in vocab.ADDRESS_TYPE:
         out["type"] = vocab.ADDRESS_TYPE[kind]
     try:
-        start = fhir_datetime(rep.component(13), "XAD-13", tz) or fhir_datetime(rep.component(12, 1), "XAD-12", tz)
-        end = fhir_datetime(rep.component(14), "XAD-14", tz) or fhir_datetime(rep.component(12, 2), "XAD-12", tz)
+        start = fhir_datetime(comps[12], "XAD-13", tz) or fhir_datetime(rep.component(12, 1), "XAD-12", tz)
+        end = fhir_datetime(comps[13], "XAD-14", tz) or fhir_datetime(rep.component(12, 2), "XAD-12", tz)
     except RecordError:
         start = end = None  # a bad validity date of an address is not worth losing the message for
     period = {k: v for k, v in (("start", start), ("end", end)) if v}
@@ -321,21 +384,22 @@ def address(rep: Repetition, tz: str | None = None) -> dict | None:
     return out
 
 
-def _xtn_value(rep: Repetition, equipment: str) -> str:
+def _xtn_value(comps: list[str], equipment: str) -> str:
     """ContactPoint.value per IG XTN[ContactPoint]: XTN.4 for Internet/X.400; otherwise XTN.12, else
-    the number composed of XTN.5-8 (``+country area local Xext``), else XTN.1."""
+    the number composed of XTN.5-8 (``+country area local Xext``), else XTN.1.
+    ``comps``: the XTN's components (`Repetition.padded`), 0-based."""
     if equipment in ("INTERNET", "X.400"):
-        return rep.component(4).strip()
-    unformatted = rep.component(12).strip()
+        return comps[3].strip()
+    unformatted = comps[11].strip()
     if unformatted:
         return unformatted
-    local = rep.component(7).strip()
+    local = comps[6].strip()
     if local:
         # The IG composes only when XTN.6 is valued; a local number alone is still the number to dial.
-        area, country, ext = rep.component(6).strip(), rep.component(5).strip(), rep.component(8).strip()
+        area, country, ext = comps[5].strip(), comps[4].strip(), comps[7].strip()
         value = " ".join(x for x in (f"+{country}" if country and area else "", area, local) if x)
         return value + (f" X{ext}" if ext else "")
-    return rep.component(1).strip()
+    return comps[0].strip()
 
 
 #: XTN.5-8 -> the standard ContactPoint extensions (IG XTN[ContactPoint] extension[1..4]).
@@ -349,14 +413,15 @@ def contact_point(rep: Repetition, default_use: str | None = None, tz: str | Non
     value the system is said absent (the IG's data-absent-reason), so that a contact point sent only as
     an area code, a preference order or a use is kept rather than lost. None when XTN says nothing.
     """
-    equipment = rep.component(3).strip().upper()
-    value = _xtn_value(rep, equipment)
-    if not value and not equipment and rep.component(4).strip():
-        value, equipment = rep.component(4).strip(), "INTERNET"
+    comps = rep.padded(18)
+    equipment = comps[2].strip().upper()
+    value = _xtn_value(comps, equipment)
+    if not value and not equipment and comps[3].strip():
+        value, equipment = comps[3].strip(), "INTERNET"
     out: dict = {}
     parts = () if equipment in ("INTERNET", "X.400") else _XTN_PARTS  # an e-mail has no phone parts
     extensions = [{"url": f"http://hl7.org/fhir/StructureDefinition/contactpoint-{name}",
-                   "valueString": rep.component(comp).strip()} for comp, name in parts if rep.component(comp).strip()]
+                   "valueString": comps[comp - 1].strip()} for comp, name in parts if comps[comp - 1].strip()]
     if extensions:
         out["extension"] = extensions
     if value:
@@ -364,19 +429,19 @@ def contact_point(rep: Repetition, default_use: str | None = None, tz: str | Non
         out["value"] = value
     elif equipment in vocab.TELECOM_SYSTEM:
         out["system"] = vocab.TELECOM_SYSTEM[equipment]
-    use_code = rep.component(2).strip().upper()
+    use_code = comps[1].strip().upper()
     use = vocab.TELECOM_USE.get(use_code) or ("mobile" if equipment == "CP" else None)
     if use:
         out["use"] = use
     try:
-        start = fhir_datetime(rep.component(13), "XTN-13", tz)
-        end = fhir_datetime(rep.component(14), "XTN-14", tz)
+        start = fhir_datetime(comps[12], "XTN-13", tz)
+        end = fhir_datetime(comps[13], "XTN-14", tz)
     except RecordError:
         start = end = None  # a bad validity date of a phone number is not worth losing the message for
     period = {k: v for k, v in (("start", start), ("end", end)) if v}
     if period:
         out["period"] = period
-    rank = rep.component(18).strip()
+    rank = comps[17].strip()
     if rank.isdigit() and int(rank) > 0:  # rank is a positiveInt: 0 or a negative order says nothing valid
         out["rank"] = int(rank)
     if not out:

@@ -15,6 +15,7 @@ the only exception raised is `RecordError` with code ``PARSE``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from transforms.errors import RecordError
 
@@ -42,10 +43,16 @@ def _delimiters(header: str) -> Delimiters:
     if len(header) < 8 or not header.startswith("MSH"):
         raise RecordError("PARSE", "MSH segment is truncated (no MSH-1/MSH-2)")
     sep = header[3]
+    end = header.find(sep, 4)
+    return _delimiters_of(sep, header[4:] if end < 0 else header[4:end])
+
+
+# Memoised: a feed sends the same MSH-1/MSH-2 in every message. Only valid delimiter sets are kept
+# (an exception is not cached), so the keys are a handful of short punctuation strings.
+@lru_cache(maxsize=256)
+def _delimiters_of(sep: str, enc: str) -> Delimiters:
     if not _is_delimiter_char(sep):
         raise RecordError("PARSE", "MSH-1 field separator is not a valid delimiter")
-    end = header.find(sep, 4)
-    enc = header[4:] if end < 0 else header[4:end]
     # MSH-2 holds component, repetition, escape, sub-component and (v2.7+) truncation characters.
     # Two sender habits are tolerated: a doubled escape character (from JSON-escaped templates) and
     # v2.1-era headers without a sub-component character (which then gets the standard "&").
@@ -120,29 +127,58 @@ _ESCAPES = {
 class Repetition:
     """One occurrence of a field: components of sub-components, each unescaped."""
 
-    __slots__ = ("_raw", "_d", "_components")
+    # Mappings read component(i) (sub-component 1) a hundred times per message and rarely anything
+    # else, so that is kept apart (`_first`, the explicit null already made "") from the full
+    # component/sub-component split (`_subs`), which is only built when something asks for it.
+    __slots__ = ("_raw", "_d", "_first", "_subs")
 
     def __init__(self, raw: str, d: Delimiters):
         self._raw = raw
         self._d = d
-        self._components: list[list[str]] | None = None
+        self._first: list[str] | None = None
+        self._subs: list[list[str]] | None = None
 
     @property
     def raw(self) -> str:
         return self._raw
 
+    def _split_first(self) -> list[str]:
+        raw, d = self._raw, self._d
+        if d.escape not in raw and d.subcomponent not in raw:
+            # Nothing to unescape and no sub-components: each component is its own sub-component 1,
+            # exactly what the general split below gives, without a list per component.
+            first = raw.split(d.component)
+            if NULL in raw:  # only then can a component be the explicit null
+                first = ["" if c == NULL else c for c in first]
+        else:
+            first = ["" if s[0] == NULL else s[0] for s in self._parts()]
+        self._first = first
+        return first
+
     def _parts(self) -> list[list[str]]:
-        if self._components is None:
+        if self._subs is None:
             d = self._d
-            self._components = [
+            self._subs = [
                 [unescape(sub, d) for sub in comp.split(d.subcomponent)]
                 for comp in self._raw.split(d.component)
             ]
-        return self._components
+        return self._subs
+
+    def _set_literal(self, raw: str) -> None:
+        """MSH-1/MSH-2: the delimiters themselves, one component, neither split nor unescaped."""
+        self._subs = [[raw]]
+        self._first = ["" if raw == NULL else raw]
 
     def component(self, i: int, sub: int = 1) -> str:
         """Component ``i`` (sub-component ``sub``), 1-based; "" when absent or the explicit null."""
-        parts = self._parts()
+        first = self._first
+        if first is None:
+            first = self._split_first()
+        if sub == 1:
+            return first[i - 1] if 0 < i <= len(first) else ""
+        if self._subs is None:
+            return ""  # no sub-component character in the text: every component has only sub-component 1
+        parts = self._subs
         if i < 1 or i > len(parts) or sub < 1 or sub > len(parts[i - 1]):
             return ""
         value = parts[i - 1][sub - 1]
@@ -154,11 +190,27 @@ class Repetition:
 
     @property
     def components(self) -> list[str]:
-        return [self.component(i + 1) for i in range(len(self._parts()))]
+        first = self._first
+        if first is None:
+            first = self._split_first()
+        return list(first)
+
+    def padded(self, n: int) -> list[str]:
+        """Components 1..n at least, each as `component` gives it (sub-component 1, null made ""), ""
+        past the last one: one call for a data type read component by component. Read-only: the
+        list may be this repetition's own."""
+        first = self._first
+        if first is None:
+            first = self._split_first()
+        short = n - len(first)
+        return first + [""] * short if short > 0 else first
 
     @property
     def value(self) -> str:
-        return self.component(1)
+        first = self._first
+        if first is None:
+            first = self._split_first()
+        return first[0]  # a split gives at least one component
 
     def text(self) -> str:
         """The whole repetition decoded as text (components joined with the component character)."""
@@ -168,62 +220,104 @@ class Repetition:
         return bool(self._raw) and self._raw != NULL
 
 
-class Field:
-    """A field: its repetitions; component access reads the first repetition."""
+class Field(Repetition):
+    """A field: its repetitions; component access reads the first repetition.
 
-    __slots__ = ("_raw", "_d", "_reps")
+    The field is itself its first repetition (component access reads ``_raw``, the first repetition's
+    text): most fields have one repetition, and a message's mappings touch dozens of fields, so this
+    saves a second object per field. ``raw`` is still the whole field.
+    """
+
+    __slots__ = ("_whole", "_reps")
 
     def __init__(self, raw: str, d: Delimiters, split: bool = True):
-        self._raw = raw
+        self._whole = raw
         self._d = d
-        parts = raw.split(d.repetition) if split and raw else [raw]
-        self._reps = [Repetition(p, d) for p in parts]
+        self._first = None
+        self._subs = None
+        if split and raw and d.repetition in raw:
+            parts = raw.split(d.repetition)
+            self._raw = parts[0]
+            self._reps: list[Repetition] | None = [Repetition(p, d) for p in parts]
+        else:  # one repetition, the whole field: the field itself stands for it
+            self._raw = raw
+            self._reps = None
 
     @property
     def raw(self) -> str:
-        return self._raw
+        return self._whole
 
     @property
     def repetitions(self) -> list[Repetition]:
         """Non-empty repetitions only: an empty one carries nothing a mapping can use."""
-        return [r for r in self._reps if r]
-
-    def component(self, i: int, sub: int = 1) -> str:
-        return self._reps[0].component(i, sub)
+        reps = self._reps
+        if reps is None:
+            return [self] if self._raw and self._raw != NULL else []
+        return [r for r in reps if r]
 
     @property
-    def value(self) -> str:
-        return self._reps[0].value
-
-    def text(self) -> str:
-        return self._reps[0].text()
+    def first(self) -> Repetition | None:
+        """The first non-empty repetition (``repetitions[0]``), or None."""
+        reps = self._reps
+        if reps is None:
+            return self if self._raw and self._raw != NULL else None
+        for r in reps:
+            if r:
+                return r
+        return None
 
     def __bool__(self) -> bool:
-        return any(self._reps)
+        reps = self._reps
+        if reps is None:
+            return bool(self._raw) and self._raw != NULL
+        return any(reps)
 
 
 class Segment:
     """One segment; `field(n)` uses the standard's numbering (for MSH, MSH-1 is the separator)."""
 
-    __slots__ = ("name", "_fields", "_d", "_cache")
+    __slots__ = ("name", "_fields", "_d", "_cache", "_empty")
 
-    def __init__(self, name: str, fields: list[str], d: Delimiters):
+    def __init__(self, name: str, fields: list[str], d: Delimiters, empty: Field | None = None):
         self.name = name
         self._fields = fields  # _fields[n] is field n for all segments (MSH included, see _split)
         self._d = d
         self._cache: dict[int, Field] = {}
+        # Half the fields a mapping reads are empty: they all share one empty Field of the message
+        # (a Field is never changed once made, and an empty one decodes to "" whatever is asked).
+        self._empty = empty if empty is not None else Field("", d)
 
     def field(self, n: int) -> Field:
         f = self._cache.get(n)
         if f is None:
-            raw = self._fields[n] if 0 < n < len(self._fields) else ""
-            # MSH-1 and MSH-2 are the delimiters themselves and must not be split or unescaped.
-            literal = self.name == "MSH" and n in (1, 2)
-            f = Field(raw, self._d, split=not literal)
-            if literal:
-                f._reps[0]._components = [[raw]]
+            fields = self._fields
+            raw = fields[n] if 0 < n < len(fields) else ""
+            if self.name == "MSH" and n in (1, 2):
+                # MSH-1 and MSH-2 are the delimiters themselves and must not be split or unescaped.
+                f = Field(raw, self._d, split=False)
+                f._set_literal(raw)
+            elif not raw:
+                return self._empty
+            else:
+                f = Field(raw, self._d)
             self._cache[n] = f
         return f
+
+    def value(self, n: int) -> str:
+        """``field(n).value``: component 1 of the first repetition. Most fields a mapping reads whole are
+        plain text (a code, an id, a date); those are returned as they are, without making a Field."""
+        f = self._cache.get(n)
+        if f is None:
+            fields = self._fields
+            raw = fields[n] if 0 < n < len(fields) else ""
+            if not raw:
+                return ""
+            d = self._d
+            if (d.component not in raw and d.repetition not in raw and d.escape not in raw
+                    and d.subcomponent not in raw and raw != NULL and not (self.name == "MSH" and n in (1, 2))):
+                return raw  # nothing to split, unescape or null: the value is the text
+            f = self.field(n)
+        return f.value
 
     def __len__(self) -> int:
         return len(self._fields) - 1
@@ -243,6 +337,7 @@ class Message:
     def __init__(self, segments: list[Segment], delimiters: Delimiters):
         self._segments = segments
         self.delimiters = delimiters
+        self._type: str | None = None  # MSH-9 as ``ADT^A01``; the mappings ask for it per segment
 
     @property
     def all_segments(self) -> list[Segment]:
@@ -264,9 +359,12 @@ class Message:
     @property
     def type(self) -> str:
         """Message code and trigger event, e.g. ``ADT^A01`` (``ADT`` when the trigger is missing)."""
-        f = self.msh.field(9)
-        code, trigger = f.component(1).strip().upper(), f.component(2).strip().upper()
-        return f"{code}^{trigger}" if trigger else code
+        t = self._type
+        if t is None:
+            f = self.msh.field(9)
+            code, trigger = f.component(1).strip().upper(), f.component(2).strip().upper()
+            t = self._type = f"{code}^{trigger}" if trigger else code
+        return t
 
     @property
     def version(self) -> str:
@@ -274,12 +372,15 @@ class Message:
 
     @property
     def control_id(self) -> str:
-        return self.msh.field(10).value.strip()
+        return self.msh.value(10).strip()
 
     def __repr__(self) -> str:
         return f"<Message {self.type} with {len(self._segments)} segments>"
 
 
+# Memoised: a message is a dozen lines of a few segment names. Wrapped text lines are asked about too,
+# so a key can be three characters of free text (possibly PHI): bounded, in memory only, never logged.
+@lru_cache(maxsize=1024)
 def _valid_segment_name(name: str) -> bool:
     return (
         len(name) == 3 and name.isascii() and name[0].isalpha()
@@ -304,6 +405,7 @@ def parse_message(text: str) -> Message:
     lines = _split_lines(text)
     d = _delimiters(lines[0])
     segments: list[Segment] = []
+    empty = Field("", d)
     for line in lines:
         line = line.rstrip("\x1c")
         name = line[:3]
@@ -313,7 +415,7 @@ def parse_message(text: str) -> Message:
             if name == "MSH":
                 # "MSH|^~\&|A" splits to [MSH, ^~\&, A]; insert MSH-1 so that index == field number.
                 parts = [name, d.field] + parts[1:]
-            segments.append(Segment(name, parts, d))
+            segments.append(Segment(name, parts, d, empty))
         elif segments:
             # A line that is not a segment is text the sender wrapped: keep it in the previous field.
             prev = segments[-1]

@@ -140,7 +140,7 @@ def message_to_resources(
         elif name == "IN1":
             _encounter.map_coverage(ctx, seg, count("IN1"))
         elif name == "ORC":
-            order_key = seg.field(3).value.strip() or seg.field(2).value.strip()
+            order_key = seg.value(3).strip() or seg.value(2).strip()
             ctx.immunization = ctx.medication = ctx.rx_order = None
             ctx.order = seg
         elif name == "OBR":

@@ -10,7 +10,7 @@ from transforms.hl7v2 import message_to_resources
 from transforms.ids import resource_id
 from transforms.systems import ICD10, LOINC, NATIONAL_ID_SYSTEM, UCUM, mrn_system, visit_system
 
-from conftest import ADT_A01, ADT_A03, HOSPITAL, MSH_ADT_A01, ORU_R01, PID, PV1, msg, pv1
+from hl7v2_messages import ADT_A01, ADT_A03, HOSPITAL, MSH_ADT_A01, ORU_R01, PID, PV1, msg, pv1
 
 
 def convert(text, terminology, **overrides):

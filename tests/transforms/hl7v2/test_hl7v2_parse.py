@@ -7,7 +7,7 @@ import pytest
 from transforms.errors import RecordError
 from transforms.hl7v2 import message_type, parse_message
 
-from conftest import ADT_A01, msg
+from hl7v2_messages import ADT_A01, msg
 
 
 def test_msh_numbering_follows_the_standard():

@@ -11,7 +11,7 @@ from transforms.fhir_validate import validate
 from transforms.hl7v2 import message_to_resources
 from transforms.ids import resource_id
 
-from conftest import HOSPITAL, PID, PV1, msg
+from hl7v2_messages import HOSPITAL, PID, PV1, msg
 
 
 def convert(text, terminology, **overrides):
