@@ -303,8 +303,12 @@ def run_spark_child(conf: Path, out_dir: Path) -> dict:
 def machine() -> dict:
     import psutil
 
+    from carelake.engine import DEFAULT_ENGINE_MEMORY_MB
+
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "platform": platform.platform(), "load_average_1m": round(os.getloadavg()[0], 1)}
+            "platform": platform.platform(), "load_average_1m": round(os.getloadavg()[0], 1),
+            "engine_memory_mb": int(os.environ.get("CARELAKE_ENGINE_MEMORY_MB") or DEFAULT_ENGINE_MEMORY_MB),
+            "udf_processes": os.environ.get("CARELAKE_UDF_PROCESSES") or "0"}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -77,8 +77,10 @@ def demo(workdir, hospitals, patients, seed):
 @_WORKDIR
 @click.option("--stage", "stages", multiple=True, help="Stage to run (repeatable; default all): ingest, normalize, validate, curate, marts.")
 @click.option("--feed", "feeds", multiple=True, metavar="HOSPITAL=KIND:PATH",
-              help="Ad-hoc input read in place instead of conf/hospitals (repeatable; KIND: hl7v2, csv, fhir, jdbc). See docs/feeds.md.")
-def run(conf_dir, workdir, stages, feeds):
+              help="Ad-hoc input read in place instead of conf/hospitals (repeatable; KIND: hl7v2, csv, fhir, jdbc, fhir-rest). See docs/feeds.md.")
+@click.option("--full", is_flag=True, help="normalize: map every bronze record again, not only those not yet "
+              "normalized with the current mapping (a changed mapping is detected by itself).")
+def run(conf_dir, workdir, stages, feeds, full):
     """Run pipeline stages over a conf directory. Needs CARELAKE_DEID_KEY: no key, no run."""
     from carelake.context import Progress
     from carelake.pipeline import run_pipeline
@@ -88,7 +90,7 @@ def run(conf_dir, workdir, stages, feeds):
         from carelake.adhoc import adhoc_config
 
         conf_dir = adhoc_config(conf_dir, list(feeds))
-    summary = run_pipeline(conf_dir, workdir, list(stages) or None, progress=Progress())
+    summary = run_pipeline(conf_dir, workdir, list(stages) or None, progress=Progress(), full=full)
     _finish(summary, workdir)
     sys.exit(summary.exit_code)
 

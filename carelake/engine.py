@@ -29,6 +29,8 @@ __all__ = ["EngineSettings", "get_spark", "stop_spark", "engine_settings", "KIND
 log = logging.getLogger(__name__)
 
 KINDS = ("sail", "spark-connect", "spark")
+#: The embedded engine's memory pool limit (MiB) unless CARELAKE_ENGINE_MEMORY_MB says otherwise.
+DEFAULT_ENGINE_MEMORY_MB = 1536
 
 _lock = threading.Lock()
 _session = None
@@ -108,6 +110,14 @@ def _sail(settings: EngineSettings):
     os.environ.setdefault("RUST_LOG", "error")
     # Sail drops a session idle for a while; a pipeline can spend minutes in Python between queries.
     os.environ.setdefault("SAIL_SPARK__SESSION_TIMEOUT_SECS", "86400")
+    # Sail's memory pool is unbounded by default: sorts, windows, aggregations and joins of a large run
+    # hold whatever they need. A "fair" pool with a limit makes the spillable operators (sort, window,
+    # aggregate, repartition) spill to temporary files instead, so the engine's share of memory stays
+    # bounded as data grows. CARELAKE_ENGINE_MEMORY_MB sets the limit; Sail's own SAIL_RUNTIME__* win.
+    # Not spillable (a hash join's build side) still needs its memory: the limit must leave room for it.
+    limit_mb = int(os.environ.get("CARELAKE_ENGINE_MEMORY_MB") or DEFAULT_ENGINE_MEMORY_MB)
+    os.environ.setdefault("SAIL_RUNTIME__MEMORY_POOL__TYPE", "fair")
+    os.environ.setdefault("SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE", str(limit_mb * 2**20))
     server = SparkConnectServer(ip="127.0.0.1", port=0)
     server.start(background=True)
     _server = server

@@ -1,8 +1,10 @@
 """normalize runner: bronze.records -> silver.<resource> tables, phi.quarantine, phi.person_xref,
 phi.record_status (one outcome per bronze record, so conservation can be checked).
 
-The result dict also carries `unmapped_codes` (local codes without a standard coding, per hospital and
-code system: codes are not PHI) and, when the generator's ground truth lies in the working directory
+Incremental: only bronze records not yet normalized with the current mapping are mapped (see `run`;
+``full=True`` maps every record again). The result dict also carries `unmapped_codes` (local codes
+without a standard coding among the resources this run mapped, per hospital and code system: codes are
+not PHI) and, when the generator's ground truth lies in the working directory
 (``synth-truth/persons.csv``, written by `carelake demo`), `linkage` precision and recall.
 """
 
@@ -17,10 +19,9 @@ from pyspark.sql import functions as F
 from carelake.context import RunContext
 from transforms.ids import resource_id
 from transforms.linkage import linkage_metrics, person_keys
-from transforms.systems import ICD10, LOINC, SNOMED, UCUM
-from transforms.normalize import RESOURCE_TABLES, Mapping, normalize_records
+from transforms.normalize import RESOURCE_TABLES, STANDARD_SYSTEMS, Mapping, mapping_fingerprint, normalize_records
 
-__all__ = ["run", "mapping_for", "SILVER_COLUMNS", "CORE_TABLES", "conservation"]
+__all__ = ["run", "mapping_for", "SILVER_COLUMNS", "CORE_TABLES", "conservation", "unmapped_codes", "STANDARD_SYSTEMS"]
 
 SILVER_COLUMNS = ["id", "hospital", "feed", "record_id", "patient_id", "person_key", "resource"]
 SILVER_SCHEMA = ", ".join(f"{c} string" for c in SILVER_COLUMNS)
@@ -31,15 +32,6 @@ QUARANTINE_COLUMNS = ["record_id", "hospital", "feed", "source", "position", "st
 
 #: Where `carelake demo` leaves the generator's ground truth, relative to the working directory.
 TRUTH_FILE = Path("synth-truth") / "persons.csv"
-#: Code systems that count as standard; a coded element with none of them is "unmapped".
-STANDARD_SYSTEMS = (LOINC, SNOMED, ICD10, UCUM, "http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/cvx",
-                    "http://www.nlm.nih.gov/research/umls/rxnorm")
-# The coded element of each resource type that terminology maps apply to.
-_CODE_PATHS = {
-    "Observation": "$.code.coding", "Condition": "$.code.coding", "Procedure": "$.code.coding",
-    "DiagnosticReport": "$.code.coding", "AllergyIntolerance": "$.code.coding",
-    "Immunization": "$.vaccineCode.coding", "MedicationRequest": "$.medicationCodeableConcept.coding",
-}
 
 
 def mapping_for(config) -> Mapping:
@@ -54,24 +46,22 @@ def mapping_for(config) -> Mapping:
 
 def _latest_per_id(rows):
     """One row per resource id: the latest delivery wins; between files delivered at the same time the
-    resource's own meta.lastUpdated decides, then file and position."""
-    updated = F.get_json_object("resource", "$.meta.lastUpdated")
-    latest = Window.partitionBy("id").orderBy(F.desc("received_at"), F.desc_nulls_last(updated), F.desc("source"),
+    resource's own meta.lastUpdated (the `updated` column the mapping fills in) decides, then file and
+    position."""
+    latest = Window.partitionBy("id").orderBy(F.desc("received_at"), F.desc_nulls_last("updated"), F.desc("source"),
                                               F.desc("position"), F.desc("record_id"))
     return rows.withColumn("_n", F.row_number().over(latest)).filter("_n = 1").drop("_n")
 
 
 def unmapped_codes(normalized, *, limit: int = 20) -> dict:
     """{hospital: {system: {"codes": distinct codes, "resources": n, "top": {code: n}}}} of coded elements
-    that carry no standard coding (see `STANDARD_SYSTEMS`)."""
-    path = None
-    for resource_type, json_path in _CODE_PATHS.items():
-        path = F.when(F.col("resource_type") == resource_type, F.get_json_object("resource", json_path)).otherwise(
-            path if path is not None else F.lit(None))
-    codings = normalized.select("hospital", "id", F.explode(F.from_json(path, "array<struct<system:string,code:string>>")).alias("c"))
-    codings = codings.select("hospital", "id", F.col("c.system").alias("system"), F.col("c.code").alias("code"))
-    standard = codings.groupBy("id").agg(F.max(F.col("system").isin(*STANDARD_SYSTEMS).cast("int")).alias("std"))
-    local = codings.join(standard.filter("std = 0"), "id").groupBy("hospital", "system", "code").count()
+    that carry no standard coding (see `STANDARD_SYSTEMS`), among the resources of `normalized` (this
+    run's: an incremental run reports what it mapped). Reads the `unmapped` column the mapping filled in,
+    so only the few unmapped resources are looked at."""
+    rows = normalized.filter(F.col("unmapped").isNotNull()).select("hospital", "id", "unmapped").dropDuplicates(["id"])
+    codings = rows.select("hospital", F.explode(F.from_json("unmapped", "array<array<string>>")).alias("c"))
+    local = codings.select("hospital", F.col("c")[0].alias("system"), F.col("c")[1].alias("code")).groupBy(
+        "hospital", "system", "code").count()
     out: dict = {}
     for r in local.orderBy("hospital", "system", F.desc("count"), "code").collect():
         entry = out.setdefault(r["hospital"], {}).setdefault(r["system"] or "(no system)", {"codes": 0, "resources": 0, "top": {}})
@@ -96,64 +86,167 @@ def _truth(ctx: RunContext):
     return ctx.spark.createDataFrame(rows, "patient_id string, person string") if rows else None
 
 
-def run(ctx: RunContext) -> dict:
+def run(ctx: RunContext, *, full: bool = False) -> dict:
+    """Map the bronze records not yet normalized with the current mapping (all of them with `full`).
+
+    Incremental: phi.record_status holds, per record, the fingerprint of the mapping that produced its
+    outcome (`transforms.normalize.mapping_fingerprint`: terminology, CSV layouts, HL7 v2 overrides and
+    mapper code). Records whose fingerprint matches are skipped, so a rerun maps nothing and a run after
+    an ingest maps only the new deliveries; a changed mapping re-maps every record. phi.record_status is
+    written last, after silver: a run that dies before it leaves its records to be mapped again, and
+    every write before it is an idempotent MERGE.
+    """
     lake, spark = ctx.lake, ctx.spark
     if not lake.exists("bronze.records"):
         return {"records": 0}
+    mapping = mapping_for(ctx.config)
+    fingerprint = mapping_fingerprint(mapping)
+    bronze = lake.read(spark, "bronze.records")
+    # A record_status written before fingerprints existed says nothing about the mapping: map all again.
+    legacy = lake.exists("phi.record_status") and "mapping" not in lake.read(spark, "phi.record_status").columns
+    incremental = not full and not legacy and lake.exists("phi.record_status")
     with ctx.progress.step("normalize: map records to FHIR R4 and validate") as note:
-        lake.overwrite(normalize_records(lake.read(spark, "bronze.records"), mapping_for(ctx.config)), "staging.normalized")
+        todo = bronze
+        if incremental:
+            done = lake.read(spark, "phi.record_status").filter(F.col("mapping") == fingerprint).select("record_id")
+            todo = bronze.join(done, "record_id", "left_anti")
+        # not partitioned by type: measured, the partitioned write cost more than the scans it saves
+        lake.overwrite(normalize_records(todo, mapping), "staging.normalized")
         staged = lake.read(spark, "staging.normalized")
-        types = sorted(r["resource_type"] for r in staged.filter("outcome = 'normalized'").select("resource_type").distinct().collect())
-        note["detail"] = f"resource types: {', '.join(types) or 'none'}"
+        per_type = {r["resource_type"]: r["count"] for r in staged.groupBy("resource_type").count().collect()}
+        types = sorted(t for t in per_type if t is not None)
+        note["detail"] = f"{'all' if not incremental else 'new'} records; resource types: {', '.join(types) or 'none'}"
 
-    with ctx.progress.step("normalize: record outcomes and quarantine"):
-        per_record = staged.groupBy("record_id", "hospital", "feed", "source", "position").agg(
-            F.first("outcome").alias("outcome"), F.first("error_code", ignorenulls=True).alias("error_code"),
-            F.first("reason", ignorenulls=True).alias("reason"), F.count("id").alias("resources"),
-        )
-        lake.merge(spark, per_record, "phi.record_status", keys=["record_id"], partition_by=["hospital"])
-        quarantine = per_record.select(*[F.lit("normalize").alias(c) if c == "stage" else F.col(c) for c in QUARANTINE_COLUMNS])
-        # a record that normalizes now (after a mapping fix) leaves quarantine
-        lake.merge(spark, quarantine, "phi.quarantine", keys=["record_id", "stage"],
-                   delete_when="s.error_code IS NULL", insert_when="s.error_code IS NOT NULL")
-
-    normalized = staged.filter("outcome = 'normalized'")
+    written: dict = {}
     linkage: dict = {}
+    unmapped: dict = {}
+    if per_type:
+        with ctx.progress.step("normalize: record outcomes and quarantine"):
+            per_record = staged.groupBy("record_id", "hospital", "feed", "source", "position").agg(
+                F.first("outcome").alias("outcome"), F.first("error_code", ignorenulls=True).alias("error_code"),
+                F.first("reason", ignorenulls=True).alias("reason"), F.count("id").alias("resources"),
+            ).withColumn("mapping", F.lit(fingerprint))
+            lake.overwrite(per_record, "staging.record_outcomes")  # one row per record, read by two MERGEs
+            per_record = lake.read(spark, "staging.record_outcomes")
+            quarantine = per_record.select(*[F.lit("normalize").alias(c) if c == "stage" else F.col(c) for c in QUARANTINE_COLUMNS])
+            # a record that normalizes now (after a mapping fix) leaves quarantine
+            lake.merge(spark, quarantine, "phi.quarantine", keys=["record_id", "stage"],
+                       delete_when="s.error_code IS NULL", insert_when="s.error_code IS NOT NULL")
+
+        normalized = staged.filter("outcome = 'normalized'")
+        winners = {t: _winners(ctx, normalized.filter(F.col("resource_type") == t), RESOURCE_TABLES[t], bronze, incremental)
+                   for t in types}
+    else:
+        winners = {}
+    # Every run links over all Patients (silver's and this run's), even one that mapped nothing: runs
+    # that mapped at the same time each linked without the other's Patients, and the next run settles
+    # that. Patients are few next to the other resources, and an unchanged link rewrites nothing.
     with ctx.progress.step("normalize: person linkage") as note:
-        patients = _latest_per_id(normalized.filter("resource_type = 'Patient'"))
-        settings = ctx.config.linkage or {}
-
-        def materialize(df, name):
-            lake.overwrite(df, f"staging.{name}")
-            return lake.read(spark, f"staging.{name}")
-
-        keys = person_keys(patients, settings.get("rules"), settings.get("national_id_systems"), materialize=materialize)
-        lake.overwrite(keys, "staging.person_keys")
-        lake.merge(spark, lake.read(spark, "staging.person_keys"), "phi.person_xref", keys=["patient_id"])
+        _link(ctx, winners.get("Patient"), incremental)
+        if incremental:
+            note["detail"] = f"{_relink(ctx)} silver rows moved to a new person"
+    if per_type:
+        xref = (lake.read(spark, "phi.person_xref").select("patient_id", "person_key") if lake.exists("phi.person_xref")
+                else spark.createDataFrame([], "patient_id string, person_key string"))
+        for resource_type in types:
+            table = RESOURCE_TABLES[resource_type]
+            with ctx.progress.step(f"normalize: merge silver.{table}"):
+                silver = winners[resource_type].join(xref, "patient_id", "left").select(*SILVER_COLUMNS)
+                lake.merge(spark, silver, f"silver.{table}", keys=["id"], partition_by=["hospital"])
+        with ctx.progress.step("normalize: count unmapped local codes"):
+            unmapped = unmapped_codes(normalized)
+    for table in CORE_TABLES:
+        if not lake.exists(f"silver.{table}"):
+            lake.overwrite(spark.createDataFrame([], SILVER_SCHEMA), f"silver.{table}", partition_by=["hospital"])
+    for table in RESOURCE_TABLES.values():
+        if lake.exists(f"silver.{table}"):
+            written[table] = lake.read(spark, f"silver.{table}").count()
+    if lake.exists("phi.person_xref"):
         xref = lake.read(spark, "phi.person_xref").select("patient_id", "person_key")
         linkage["persons"] = xref.select("person_key").distinct().count()
         linkage["patients"] = xref.count()
         truth = _truth(ctx)
         if truth is not None:
             linkage["ground_truth"] = linkage_metrics(xref, truth)
-        note["detail"] = f"{linkage['persons']} persons"
+    if per_type:
+        # last: from here on the records count as normalized with this mapping (see the docstring)
+        with ctx.progress.step("normalize: record outcomes"):
+            if legacy:  # a full run: every bronze record has its outcome here, in the new layout
+                lake.overwrite(per_record, "phi.record_status", partition_by=["hospital"])
+            else:
+                lake.merge(spark, per_record, "phi.record_status", keys=["record_id"], partition_by=["hospital"])
+    records = sum(per_type.values()) if per_type else 0
+    return {"silver": written, "conservation": conservation(ctx), "linkage": linkage, "unmapped_codes": unmapped,
+            "mapped": {"full": not incremental, "resources_and_quarantined": records, "mapping": fingerprint}}
 
-    written = {}
-    for resource_type in types:
-        table = RESOURCE_TABLES[resource_type]
-        with ctx.progress.step(f"normalize: merge silver.{table}") as note:
-            rows = _latest_per_id(normalized.filter(F.col("resource_type") == resource_type))
-            silver = rows.join(xref, "patient_id", "left").select(*SILVER_COLUMNS)
-            lake.merge(spark, silver, f"silver.{table}", keys=["id"], partition_by=["hospital"])
-            written[table] = lake.read(spark, f"silver.{table}").count()
-            note["detail"] = f"{written[table]} rows"
-    for table in CORE_TABLES:
+
+def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool):
+    """The latest delivery of each resource id among `rows`, kept only where it is not older than the
+    delivery already in silver (an incremental run may see a backfill of old files after newer ones)."""
+    latest = _latest_per_id(rows)
+    lake, spark = ctx.lake, ctx.spark
+    if not incremental or not lake.exists(f"silver.{table}"):
+        return latest
+    current = lake.read(spark, f"silver.{table}")
+    if current.select("id").join(latest.select("id"), "id", "left_semi").limit(1).count() == 0:
+        return latest  # no id delivered again: nothing to compare (the usual case but for Patients)
+    keys = bronze.select(F.col("record_id").alias("_c_record"), F.col("received_at").alias("_c_received"),
+                         F.col("source").alias("_c_source"), F.col("position").alias("_c_position"))
+    current = current.select("id", F.col("record_id").alias("_c_record"), F.col("resource").alias("_c_resource"))
+    joined = latest.join(current, "id", "left").join(keys, "_c_record", "left")
+    c_updated = F.get_json_object("_c_resource", "$.meta.lastUpdated")
+    # the order of `_latest_per_id`: received_at, meta.lastUpdated (nulls last), source, position, record_id
+    not_older = F.when(F.col("_c_received").isNull(), True).when(F.col("received_at") != F.col("_c_received"),
+                                                                 F.col("received_at") > F.col("_c_received")).otherwise(
+        F.when(~F.col("updated").eqNullSafe(c_updated), F.coalesce(F.col("updated") > c_updated, F.col("updated").isNotNull()))
+        .when(F.col("source") != F.col("_c_source"), F.col("source") > F.col("_c_source"))
+        .when(F.col("position") != F.col("_c_position"), F.col("position") > F.col("_c_position"))
+        .otherwise(F.col("record_id") >= F.col("_c_record")))
+    return joined.filter(not_older).drop("_c_record", "_c_received", "_c_source", "_c_position", "_c_resource")
+
+
+def _link(ctx: RunContext, new_patients, incremental: bool) -> None:
+    """Person keys over every Patient (silver's and this run's) merged into phi.person_xref."""
+    lake, spark = ctx.lake, ctx.spark
+    settings = ctx.config.linkage or {}
+    patients = new_patients.select("id", "hospital", "resource") if new_patients is not None else None
+    if incremental and lake.exists("silver.patient"):
+        # a new Patient may join or bridge persons that exist already: link over all of them
+        known = lake.read(spark, "silver.patient").select("id", "hospital", "resource")
+        patients = known if patients is None else known.join(patients.select("id"), "id", "left_anti").unionByName(patients)
+    if patients is None:
+        return
+
+    def materialize(df, name):
+        lake.overwrite(df, f"staging.{name}")
+        return lake.read(spark, f"staging.{name}")
+
+    keys = person_keys(patients, settings.get("rules"), settings.get("national_id_systems"), materialize=materialize)
+    lake.overwrite(keys, "staging.person_keys")
+    lake.merge(spark, lake.read(spark, "staging.person_keys"), "phi.person_xref", keys=["patient_id"])
+
+
+def _relink(ctx: RunContext) -> int:
+    """Give silver rows whose Patient changed person (a new link) the new person key; rows changed."""
+    lake, spark = ctx.lake, ctx.spark
+    if not lake.exists("phi.person_xref"):
+        return 0
+    xref = lake.read(spark, "phi.person_xref").select("patient_id", F.col("person_key").alias("_key"))
+    moved = 0
+    for table in RESOURCE_TABLES.values():
         if not lake.exists(f"silver.{table}"):
-            lake.overwrite(spark.createDataFrame([], SILVER_SCHEMA), f"silver.{table}", partition_by=["hospital"])
-            written[table] = 0
-    with ctx.progress.step("normalize: count unmapped local codes"):
-        unmapped = unmapped_codes(normalized.dropDuplicates(["id"]))
-    return {"silver": written, "conservation": conservation(ctx), "linkage": linkage, "unmapped_codes": unmapped}
+            continue
+        current = lake.read(spark, f"silver.{table}")
+        # the narrow columns first: the resource JSON is read only when some row did move
+        ids = current.select("id", "patient_id", "person_key").join(xref, "patient_id").filter(
+            ~F.col("person_key").eqNullSafe(F.col("_key"))).select("id", "_key")
+        n = ids.count()
+        if n:
+            lake.overwrite(ids, "staging.relinked")
+            relinked = current.join(lake.read(spark, "staging.relinked"), "id").withColumn("person_key", F.col("_key"))
+            lake.merge(spark, relinked.select(*SILVER_COLUMNS), f"silver.{table}", keys=["id"], partition_by=["hospital"])
+            moved += n
+    return moved
 
 
 def conservation(ctx: RunContext) -> dict:

@@ -48,10 +48,11 @@ def _stage(name: str):
 def run_pipeline(config: Config | Path | str | None, workdir: Path | str | None, stages: list[str] | None = None, *,
                  progress: Progress | None = None, as_of: date | None = None, run_id: str | None = None,
                  triggered_by: str = "cli", hospitals: list[str] | None = None,
-                 received_between: tuple[datetime, datetime] | None = None) -> RunSummary:
+                 received_between: tuple[datetime, datetime] | None = None, full: bool = False) -> RunSummary:
     """Run `stages` (default: all, in order). A quality or privacy gate stops the run with its message
     in `RunSummary.error`; the tables published before stay as they were. `hospitals` and
-    `received_between` restrict ingest (see `carelake.ingest.run`)."""
+    `received_between` restrict ingest (see `carelake.ingest.run`); `full` makes normalize map every
+    bronze record again (see `carelake.normalize.run`)."""
     config = config if isinstance(config, Config) else load_config(config)
     stages = list(stages or STAGES)
     for name in stages:
@@ -74,7 +75,8 @@ def run_pipeline(config: Config | Path | str | None, workdir: Path | str | None,
     for name in stages:
         log.info("stage %s starts (run %s)", name, ctx.run_id)
         try:
-            options = {"hospitals": hospitals, "received_between": received_between} if name == "ingest" else {}
+            options = ({"hospitals": hospitals, "received_between": received_between} if name == "ingest"
+                       else {"full": full} if name == "normalize" else {})
             ctx.results[name] = _stage(name)(ctx, **options)
         except CarelakeError as exc:
             summary.error, summary.exit_code = f"{name}: {exc}", exc.exit_code
@@ -109,7 +111,9 @@ def run_pipeline(config: Config | Path | str | None, workdir: Path | str | None,
 
 #: operating-system conditions worth naming in a failure message (their text carries no data)
 _OS_CONDITIONS = ("No space left on device", "Disk quota exceeded", "File too large", "Read-only file system",
-                  "Permission denied", "Too many open files", "Cannot allocate memory", "Input/output error")
+                  "Permission denied", "Too many open files", "Cannot allocate memory", "Input/output error",
+                  # the embedded engine's memory pool is full (raise CARELAKE_ENGINE_MEMORY_MB, see carelake/engine.py)
+                  "Resources exhausted")
 
 
 def describe_failure(exc: BaseException) -> str:

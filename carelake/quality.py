@@ -23,12 +23,13 @@ Great Expectations is imported on first use, not at import, so DAG files can imp
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -271,9 +272,16 @@ def validate_tables(
     suites_dir: Path | str,
     reports_dir: Path | str,
     run_id: str,
-    id_column: str = "id",
+    id_column: str | Callable[[str, DataFrame], str] = "id",
+    step: Callable[[str], Any] | None = None,
 ) -> QualityReport:
     """Run each table's suite on its DataFrame; write JSON results and Data Docs under `reports_dir`.
+
+    One GE context serves every table of the call, and Data Docs are built once at the end for all of
+    them (GE's per-checkpoint `UpdateDataDocsAction` re-rendered the site index after every table: a
+    fixed cost per table that grew with the number of stored results). `id_column` may be a function
+    of (table, DataFrame); `step(table)`, if given, is a context manager around each table's validation
+    (the runners' progress lines), yielding a dict whose "detail" it may fill in.
 
     Every suite is loaded before any table is validated, so a broken suite stops the run at once.
     Re-running a `run_id` replaces that run's results for these tables (JSON and Data Docs); other
@@ -293,8 +301,15 @@ def validate_tables(
     run_dir.mkdir(parents=True, exist_ok=True)
 
     results: list[ExpectationOutcome] = []
+    identifiers: list = []
     for table, df in tables.items():
-        outcomes, ge_summary = _validate_one(context, table, df, suites[table], run_id=run_id, id_column=id_column)
+        column = id_column(table, df) if callable(id_column) else id_column
+        with (step(table) if step is not None else contextlib.nullcontext({})) as note:
+            outcomes, ge_summary, ids = _validate_one(context, table, df, suites[table], run_id=run_id, id_column=column)
+            failed = [o for o in outcomes if not o.success]
+            if isinstance(note, dict):
+                note["detail"] = "fail" if any(o.severity == CRITICAL for o in failed) else ("warn" if failed else "pass")
+        identifiers += ids
         results += outcomes
         _write_json(run_dir / f"{table}.json", {
             "run_id": run_id,
@@ -305,6 +320,9 @@ def validate_tables(
             "results": [o.to_dict() for o in outcomes],
         })
         log.info("validated %s: %d expectations, %d failed", table, len(outcomes), sum(not o.success for o in outcomes))
+    if identifiers:
+        # the pages of this call's results and suites, and the index, once (what UpdateDataDocsAction did per table)
+        context.build_data_docs(site_names=[_SITE], resource_identifiers=identifiers, build_index=True)
     return QualityReport(run_id=run_id, results=results, data_docs_index=reports_dir / "data_docs" / "index.html")
 
 
@@ -358,8 +376,8 @@ def _result_format(df: DataFrame, id_column: str) -> dict[str, Any]:
 
 def _validate_one(context, table: str, df: DataFrame, suite, *, run_id: str, id_column: str):
     gx = _gx()
-    from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
     datasource = _get_or_add(lambda: context.data_sources.get(_DATASOURCE), lambda: context.data_sources.add_spark(name=_DATASOURCE))
     asset = _get_or_add(lambda: datasource.get_asset(table), lambda: datasource.add_dataframe_asset(name=table))
@@ -369,18 +387,18 @@ def _validate_one(context, table: str, df: DataFrame, suite, *, run_id: str, id_
     checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
         name=table,
         validation_definitions=[definition],
-        actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[_SITE])],
+        actions=[],  # Data Docs are built once per validate_tables call
         result_format=_result_format(df, id_column),
     ))
     _forget_run(context, suite_name=table, run_id=run_id)
     run = RunIdentifier(run_name=run_id, run_time=dt.datetime.now(dt.timezone.utc))
     result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=run)
-    (suite_result,) = result.run_results.values()
+    ((result_id, suite_result),) = result.run_results.items()
     # GE groups results by metric domain; reports read better in the suite file's order.
     order = {e.id: i for i, e in enumerate(suite.expectations)}
     ordered = sorted(suite_result.results, key=lambda r: order.get(r.expectation_config.id, len(order)))
     outcomes = [_outcome(table, r, id_column) for r in ordered]
-    return outcomes, dict(suite_result.statistics)
+    return outcomes, dict(suite_result.statistics), [result_id, ExpectationSuiteIdentifier(name=suite_result.suite_name)]
 
 
 def _get_or_add(get, add):

@@ -34,7 +34,7 @@ def retry(ctx: RunContext, *, code: str | None = None, hospital: str | None = No
     """Normalize the selected quarantined records again; returns how many were retried and recovered."""
     from carelake.normalize import QUARANTINE_COLUMNS, SILVER_COLUMNS, _latest_per_id, conservation, mapping_for
     from transforms.linkage import person_keys
-    from transforms.normalize import RESOURCE_TABLES, normalize_records
+    from transforms.normalize import RESOURCE_TABLES, mapping_fingerprint, normalize_records
 
     lake, spark = ctx.lake, ctx.spark
     if not lake.exists("phi.quarantine") or not lake.exists("bronze.records"):
@@ -45,13 +45,18 @@ def retry(ctx: RunContext, *, code: str | None = None, hospital: str | None = No
     if hospital:
         selected = selected.filter(F.col("hospital") == hospital)
     bronze = lake.read(spark, "bronze.records").join(selected.select("record_id").distinct(), "record_id", "left_semi")
+    mapping = mapping_for(ctx.config)
     with ctx.progress.step("quarantine retry: normalize the quarantined records") as note:
-        lake.overwrite(normalize_records(bronze, mapping_for(ctx.config)), "staging.retry")
+        lake.overwrite(normalize_records(bronze, mapping), "staging.retry")
         staged = lake.read(spark, "staging.retry")
         per_record = staged.groupBy("record_id", "hospital", "feed", "source", "position").agg(
             F.first("outcome").alias("outcome"), F.first("error_code", ignorenulls=True).alias("error_code"),
             F.first("reason", ignorenulls=True).alias("reason"), F.count("id").alias("resources"),
         )
+        # the same record_status layout as the normalize stage (which skips records of this mapping)
+        status = lake.read(spark, "phi.record_status") if lake.exists("phi.record_status") else None
+        if status is None or "mapping" in status.columns:
+            per_record = per_record.withColumn("mapping", F.lit(mapping_fingerprint(mapping)))
         outcomes = {r["outcome"]: r["count"] for r in per_record.groupBy("outcome").count().collect()}
         note["detail"] = f"{sum(outcomes.values())} records, {outcomes.get('normalized', 0)} recovered"
     if not outcomes:

@@ -14,6 +14,7 @@ of them reaches silver, so ``bronze = normalized + quarantined`` holds record by
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -21,17 +22,27 @@ from typing import Iterator
 from transforms.arrow import map_rows
 from transforms.errors import RecordError, marker_error
 from transforms.fast_validate import validate
-from transforms.systems import NATIONAL_ID_SYSTEM
+from transforms.systems import ICD10, LOINC, NATIONAL_ID_SYSTEM, SNOMED, UCUM
 from transforms.terminology import Terminology
 
-__all__ = ["NORMALIZED_COLUMNS", "Mapping", "normalize_records", "normalize_record", "RESOURCE_TABLES"]
+__all__ = ["NORMALIZED_COLUMNS", "Mapping", "normalize_records", "normalize_record", "RESOURCE_TABLES",
+           "STANDARD_SYSTEMS", "CODE_ELEMENTS", "mapping_fingerprint"]
 
 NORMALIZED_COLUMNS = [
     ("record_id", "string"), ("hospital", "string"), ("feed", "string"), ("source", "string"),
     ("position", "long"), ("received_at", "string"), ("outcome", "string"), ("error_code", "string"),
     ("reason", "string"), ("resource_type", "string"), ("id", "string"), ("patient_id", "string"),
-    ("national_id", "string"), ("resource", "string"),
+    ("national_id", "string"), ("resource", "string"), ("updated", "string"), ("unmapped", "string"),
 ]
+
+#: Code systems that count as standard; a coded element with none of them is "unmapped".
+STANDARD_SYSTEMS = (LOINC, SNOMED, ICD10, UCUM, "http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/cvx",
+                    "http://www.nlm.nih.gov/research/umls/rxnorm")
+#: The coded element of each resource type that terminology maps apply to.
+CODE_ELEMENTS = {
+    "Observation": "code", "Condition": "code", "Procedure": "code", "DiagnosticReport": "code",
+    "AllergyIntolerance": "code", "Immunization": "vaccineCode", "MedicationRequest": "medicationCodeableConcept",
+}
 
 #: silver table of each resource type the pipeline keeps
 RESOURCE_TABLES = {
@@ -82,6 +93,10 @@ def _patient_id(resource: dict) -> str | None:
         reference = (resource.get(element) or {}).get("reference") or ""
         if reference.startswith("Patient/"):
             return reference.split("/", 1)[1]
+    for participant in resource.get("participant") or ():  # Appointment names its patient among the participants
+        reference = ((participant or {}).get("actor") or {}).get("reference") or ""
+        if reference.startswith("Patient/"):
+            return reference.split("/", 1)[1]
     return None
 
 
@@ -92,6 +107,37 @@ def _national_id(resource: dict) -> str | None:
         if identifier.get("system") == NATIONAL_ID_SYSTEM and identifier.get("value"):
             return identifier["value"]
     return None
+
+
+def _unmapped(resource: dict) -> str | None:
+    element = CODE_ELEMENTS.get(resource.get("resourceType"))
+    if element is None:
+        return None
+    codings = [c for c in (resource.get(element) or {}).get("coding") or () if isinstance(c, dict)]
+    if not codings or any(c.get("system") in STANDARD_SYSTEMS for c in codings):
+        return None
+    return json.dumps([[c.get("system"), c.get("code")] for c in codings], separators=(",", ":"))
+
+
+#: The modules whose code decides what a record maps to: a change in any of them re-maps every record.
+_MAPPER_SOURCES = ("normalize.py", "csv_feed.py", "fhir_feed.py", "fhir_bundle.py", "fast_validate.py", "fhir_validate.py",
+                   "ids.py", "systems.py", "terminology.py", "errors.py", "hl7v2/*.py")
+
+
+def mapping_fingerprint(mapping: Mapping) -> str:
+    """16 hex chars naming what the mapping of a record depends on: the terminology maps, the CSV layouts,
+    the HL7 v2 overrides and the mapper code. The normalize runner stores it per record and maps again
+    only the records whose fingerprint differs, so a mapping fix is picked up without a `full` run."""
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    conf = {"terminology": mapping.terminology.to_rows(), "csv": mapping.csv_mappings, "hl7v2": mapping.hl7v2_overrides}
+    digest.update(json.dumps(conf, sort_keys=True, default=str).encode("utf-8"))
+    root = Path(__file__).resolve().parent
+    for pattern in _MAPPER_SOURCES:
+        for path in sorted(root.glob(pattern)):
+            digest.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def normalize_record(row: dict, mapping: Mapping) -> Iterator[dict]:
@@ -116,6 +162,7 @@ def normalize_record(row: dict, mapping: Mapping) -> Iterator[dict]:
             **base, "outcome": "normalized", "resource_type": resource["resourceType"], "id": resource["id"],
             "patient_id": _patient_id(resource), "national_id": _national_id(resource),
             "resource": json.dumps(resource, ensure_ascii=False, sort_keys=True, separators=(",", ":")),
+            "updated": (resource.get("meta") or {}).get("lastUpdated"), "unmapped": _unmapped(resource),
         }
 
 

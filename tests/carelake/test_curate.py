@@ -91,3 +91,23 @@ def test_grade_gate_stops_curate_before_publication(two_runs, monkeypatch):
     assert summary.exit_code == PrivacyGateError.exit_code
     assert "gold.patient.phone (grade 4" in summary.error and "nothing was published" in summary.error
     assert DeltaTable(str(one / "curated" / "gold" / "patient")).version() == version
+
+
+def test_phi_gate_checks_pseudonym_columns_by_their_form(two_runs, spark, monkeypatch):
+    """A pseudonym whose hex digits contain an identifier by chance is no hit; a value that is no
+    pseudonym in a pseudonym column is one."""
+    from carelake.context import RunContext
+    from carelake.curate import phi_gate
+    from transforms.phi_scan import direct_identifiers
+
+    (one, _), _ = two_runs
+    monkeypatch.setenv("CARELAKE_DEID_KEY", KEY_A)
+    config = load_config(one / "conf")
+    ctx = RunContext(config, Lake.from_config(config, one), spark)
+    digits = sorted(r["value"] for r in direct_identifiers(ctx.lake.read(spark, "silver.patient")).collect()
+                    if r["value"].isdigit() and 6 <= len(r["value"]) <= 20)
+    assert digits, "the demo's patients carry numeric identifiers"
+    chance = (digits[0] + "a" * 32)[:32]
+    assert phi_gate(ctx, {"gold.patient": spark.createDataFrame([(chance,)], "person_id string")}) == {}
+    with pytest.raises(PrivacyGateError, match="gold.patient.person_id"):
+        phi_gate(ctx, {"gold.patient": spark.createDataFrame([(digits[0],)], "person_id string")})

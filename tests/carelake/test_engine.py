@@ -59,3 +59,17 @@ def test_classic_spark_with_delta_writes_and_reads(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.stdout.strip().splitlines()[-1] == "3", out.stderr[-2000:]
+
+
+def test_the_embedded_engine_has_a_bounded_memory_pool(spark):
+    """Sail's pool is unbounded by default; carelake starts it with a fair pool and a limit (see
+    docs/performance.md, Memory). The limit is read when the server starts, so it is set in the
+    environment first, like RUST_LOG."""
+    import os
+
+    from carelake.engine import DEFAULT_ENGINE_MEMORY_MB
+
+    assert os.environ["SAIL_RUNTIME__MEMORY_POOL__TYPE"] == "fair"
+    expected = int(os.environ.get("CARELAKE_ENGINE_MEMORY_MB") or DEFAULT_ENGINE_MEMORY_MB) * 2**20
+    assert int(os.environ["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"]) == expected
+    assert spark.range(100_000).orderBy("id", ascending=False).first()["id"] == 99_999

@@ -76,3 +76,32 @@ def test_map_rows_errors_surface_from_worker_processes(spark, monkeypatch):
 
     with pytest.raises(Exception, match="mapper bug"):
         map_rows(spark.createDataFrame([("a",)], "x string"), explode, [("x", "string")]).collect()
+
+
+def test_updated_and_unmapped_come_from_the_mapping():
+    local = {**OBSERVATION, "id": "o20", "code": {"coding": [{"system": "urn:carelake:hosp-x:lab", "code": "GLU"}]}}
+    standard = {**OBSERVATION, "id": "o21", "meta": {"lastUpdated": "2024-03-01T10:00:00Z"},
+                "code": {"coding": [{"system": "urn:carelake:hosp-x:lab", "code": "GLU"}, {"system": "http://loinc.org", "code": "2345-7"}]}}
+    (first,), (second,) = (list(normalize_record(_row(n, r), Mapping())) for n, r in ((20, local), (21, standard)))
+    assert json.loads(first["unmapped"]) == [["urn:carelake:hosp-x:lab", "GLU"]] and first["updated"] is None
+    assert second["unmapped"] is None and second["updated"] == "2024-03-01T10:00:00Z"
+
+
+def test_the_mapping_fingerprint_follows_the_configuration():
+    from transforms.normalize import mapping_fingerprint
+
+    assert mapping_fingerprint(Mapping()) == mapping_fingerprint(Mapping())
+    assert mapping_fingerprint(Mapping()) != mapping_fingerprint(Mapping(csv_mappings={"hosp-x": {"delimiter": ";"}}))
+
+
+def test_an_appointment_names_its_patient_among_the_participants():
+    siu = "\r".join([
+        "MSH|^~\\&|SCHED|HOSPX|LAKE|REGION|20240102103000+0800||SIU^S12^SIU_S12|CTRL0100|P|2.5.1",
+        "SCH|P100|F200||||CHECKUP^Routine checkup^HL70276|||30|min||||||||||||||Booked",
+        "TQ1|||||||20240110093000+0800|20240110100000+0800",
+        "PID|1||MRN123^^^HOSPX^MR||Wang^Li||19800215|F",
+    ])
+    row = {**_row(30, siu), "feed": "hl7v2", "format": "hl7v2", "source": "hosp-x/hl7v2/a.hl7"}
+    out = {r["resource_type"]: r for r in normalize_record(row, Mapping())}
+    assert set(out) >= {"Patient", "Appointment"}, out
+    assert out["Appointment"]["patient_id"] == out["Patient"]["id"]
