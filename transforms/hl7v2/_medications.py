@@ -10,7 +10,7 @@ from __future__ import annotations
 from transforms.errors import RecordError
 from transforms.hl7v2 import datatypes as dt
 from transforms.hl7v2._context import Context
-from transforms.hl7v2._orders import ORDER_CONTROL_STATUS, ORDER_STATUS, order_identifiers
+from transforms.hl7v2._orders import order_identifiers, order_status
 from transforms.hl7v2.parse import Repetition, Segment
 
 #: ServiceRequest-style order statuses (IG OrderStatus / OrderControlCode) in MedicationRequest's value set.
@@ -30,15 +30,6 @@ def _pick(rxe: Segment, rxo: Segment | None, fields: tuple[int, int]) -> Repetit
 
 def _text(rep: Repetition | None) -> str:
     return rep.component(1).strip() if rep is not None else ""
-
-
-def _status(orc: Segment | None) -> str:
-    if orc is None:
-        return "unknown"
-    status = ORDER_STATUS.get(orc.value(5).strip().upper())
-    if status is None and not orc.value(5).strip():
-        status = ORDER_CONTROL_STATUS.get(orc.value(1).strip().upper())
-    return _MEDICATION_STATUS.get(status or "", "unknown")
 
 
 def _dose(rxe: Segment, rxo: Segment | None) -> dict | None:
@@ -66,7 +57,7 @@ def map_medication_request(ctx: Context, rxe: Segment, index: int, rxo: Segment 
     request: dict = {
         "resourceType": "MedicationRequest",
         "id": ctx.rid("MedicationRequest", f"patient|{ctx.mrn}|{key}"),
-        "status": _status(orc),
+        "status": _MEDICATION_STATUS.get(order_status(orc), "unknown"),
         "intent": "original-order",  # IG RXO[MedicationRequest]: the order as placed
         "medicationCodeableConcept": medication,
         "subject": {"reference": ctx.patient_ref},

@@ -48,7 +48,8 @@ def order_identifiers(ctx: Context, orc: Segment | None, obr: Segment | None) ->
     return out
 
 
-def _status(orc: Segment | None) -> str:
+def order_status(orc: Segment | None) -> str:
+    """ServiceRequest status of an order: ORC-5 order status, else ORC-1 order control; "unknown"."""
     if orc is None:
         return "unknown"
     status = ORDER_STATUS.get(orc.value(5).strip().upper())
@@ -63,7 +64,7 @@ def map_service_request(ctx: Context, obr: Segment, key: str) -> dict:
     request: dict = {
         "resourceType": "ServiceRequest",
         "id": ctx.rid("ServiceRequest", key),
-        "status": _status(orc),
+        "status": order_status(orc),
         # OBR-11 G is a reflex test the lab added; A (add-on) has no R4 intent of its own.
         "intent": "reflex-order" if obr.value(11).strip().upper() == "G" else "order",
         "subject": {"reference": ctx.patient_ref},
