@@ -45,3 +45,18 @@ def demo_run(tmp_path_factory, spark):
     summary, made_key = run_demo(workdir)
     assert not made_key
     return workdir, summary
+
+
+@pytest.fixture()
+def demo_ctx(demo_run, tmp_path, spark):
+    """A RunContext over a private copy of the shared demo's working directory: the test may change it."""
+    import shutil
+
+    from carelake.config import load_config
+    from carelake.context import RunContext
+    from carelake.lake import Lake
+
+    home = tmp_path / "home"
+    shutil.copytree(demo_run[0], home)
+    config = load_config(home / "conf")
+    return RunContext(config, Lake.from_config(config, home), spark)

@@ -5,26 +5,20 @@ replace a newer one already in silver."""
 from __future__ import annotations
 
 import json
-import shutil
 from types import SimpleNamespace
 
 import pytest
 
 from carelake import normalize
 from carelake.config import load_config
-from carelake.context import RunContext
 from carelake.lake import Lake
 
 TABLES = ("silver.patient", "silver.observation", "silver.encounter", "phi.record_status", "phi.quarantine", "phi.person_xref")
 
 
 @pytest.fixture()
-def ctx(demo_run, tmp_path, spark):
-    workdir, _ = demo_run
-    home = tmp_path / "home"
-    shutil.copytree(workdir, home)
-    config = load_config(home / "conf")
-    return RunContext(config, Lake.from_config(config, home), spark)
+def ctx(demo_ctx):
+    return demo_ctx
 
 
 def _contents(ctx) -> dict:

@@ -1,22 +1,13 @@
 """Quarantine list and retry on a copy of the demo run."""
 
-import shutil
-
 import pytest
 
-from carelake.config import load_config
-from carelake.context import RunContext
-from carelake.lake import Lake
 from carelake.quarantine import counts, retry
 
 
 @pytest.fixture()
-def ctx(demo_run, tmp_path, spark):
-    workdir, _ = demo_run
-    home = tmp_path / "home"
-    shutil.copytree(workdir, home)
-    config = load_config(home / "conf")
-    return RunContext(config, Lake.from_config(config, home), spark)
+def ctx(demo_ctx):
+    return demo_ctx
 
 
 def test_list_counts_by_feed_code_and_reason(ctx):
