@@ -11,12 +11,18 @@ Expectations 1.x ``ExpectationSuite`` JSON. Every expectation carries ``meta.sev
 (one page per table and run, listed on ``index.html``). A carelake summary per table goes to
 ``reports/validation/<run_id>/<table>.json``.
 
+The suite runs with counts only (GE's ``BASIC`` result format, no failing-row queries); the ids of up
+to `SAMPLE_IDS` failing rows are then fetched for the failed expectations alone, by validating those
+again with ``SUMMARY`` and ``unexpected_index_column_names`` (GE's own failing-row query, in a suite
+that is not stored).
+
 PHI: silver holds identified records, so no field value may reach a report. GE is asked to
 ``exclude_unexpected_values`` (no unexpected values in results, stored results or Data Docs) and to
 return only the ``id_column`` of failing rows; carelake's JSON holds only `ExpectationOutcome` fields
-(counts and ids). What still reaches GE's own stores under ``reports/gx/``: the ids of up to 5 failing
-rows per expectation, and the ``observed_value`` of aggregate expectations (row counts, column sets; a
-min/max/mean expectation would expose a value, so suites on phi tables should not use them).
+(counts and ids). What still reaches GE's own stores under ``reports/gx/``: counts, and the
+``observed_value`` of aggregate expectations (row counts, column sets; a min/max/mean expectation would
+expose a value, so suites on phi tables should not use them). Failing-row ids are in carelake's JSON
+only, not in GE's stored results or Data Docs.
 
 Great Expectations is imported on first use, not at import, so DAG files can import this module cheaply.
 """
@@ -64,6 +70,7 @@ SAMPLE_IDS = 5
 _SITE = "carelake"
 _DATASOURCE = "carelake"
 _BATCH = "whole_dataframe"
+_ORIGINAL_ID = "carelake_expectation_id"
 # Table names become file names under reports/: keep them to <layer>.<table>, nothing that climbs out.
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]*$")
@@ -302,9 +309,12 @@ def validate_tables(
 
     results: list[ExpectationOutcome] = []
     identifiers: list = []
+    # Listed once per call, not per table: the store lists every stored result (it grows with each run).
+    stored = context.validation_results_store.list_keys()
     for table, df in tables.items():
         column = id_column(table, df) if callable(id_column) else id_column
         with (step(table) if step is not None else contextlib.nullcontext({})) as note:
+            _forget_run(context, stored, suite_name=table, run_id=run_id)
             outcomes, ge_summary, ids = _validate_one(context, table, df, suites[table], run_id=run_id, id_column=column)
             failed = [o for o in outcomes if not o.success]
             if isinstance(note, dict):
@@ -359,6 +369,20 @@ def _context(reports_dir: Path):
     return context
 
 
+# What the checkpoint asks for: counts only. GE's SUMMARY format runs two more queries per row-level
+# expectation, passing or not: the failing rows' values and their ids (each a filter over the whole
+# table, since a passing expectation has no row to stop a LIMIT early), about a third of its Spark
+# time. BASIC keeps element_count and unexpected_count; a partial_unexpected_count of 0 turns its one
+# remaining row query (the failing values) into LIMIT 0, which the engine answers without a scan.
+# Sample ids are then fetched for failed expectations only (_failing_ids), with _result_format.
+_COUNTS_FORMAT: dict[str, Any] = {
+    "result_format": "BASIC",
+    "partial_unexpected_count": 0,
+    "exclude_unexpected_values": True,
+    "return_unexpected_index_query": False,
+}
+
+
 def _result_format(df: DataFrame, id_column: str) -> dict[str, Any]:
     result_format: dict[str, Any] = {
         "result_format": "SUMMARY",
@@ -388,17 +412,46 @@ def _validate_one(context, table: str, df: DataFrame, suite, *, run_id: str, id_
         name=table,
         validation_definitions=[definition],
         actions=[],  # Data Docs are built once per validate_tables call
-        result_format=_result_format(df, id_column),
+        result_format=_COUNTS_FORMAT,
     ))
-    _forget_run(context, suite_name=table, run_id=run_id)
     run = RunIdentifier(run_name=run_id, run_time=dt.datetime.now(dt.timezone.utc))
     result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=run)
     ((result_id, suite_result),) = result.run_results.items()
     # GE groups results by metric domain; reports read better in the suite file's order.
     order = {e.id: i for i, e in enumerate(suite.expectations)}
     ordered = sorted(suite_result.results, key=lambda r: order.get(r.expectation_config.id, len(order)))
-    outcomes = [_outcome(table, r, id_column) for r in ordered]
+    samples = _failing_ids(batch, df, [r for r in ordered if not r.success], id_column)
+    outcomes = [_outcome(table, r, id_column, samples.get(r.expectation_config.id, ())) for r in ordered]
     return outcomes, dict(suite_result.statistics), [result_id, ExpectationSuiteIdentifier(name=suite_result.suite_name)]
+
+
+def _failing_ids(batch_definition, df: DataFrame, failed: list, id_column: str) -> dict[str, tuple[str, ...]]:
+    """Sample ids of the failed row-level expectations of one table, by expectation id.
+
+    Those expectations are validated again, on their own, with the result format the whole suite
+    used to run with (`_result_format`): GE's same failing-row query (filter, LIMIT `SAMPLE_IDS`,
+    no order, so which failing rows are sampled may vary between runs, as it always did), but only
+    where there is a failure to show. Expectations that could
+    not be evaluated, or without failing rows (table-level ones), have no ids to fetch.
+    """
+    gx = _gx()
+
+    wanted = [r for r in failed if (r.result or {}).get("unexpected_count") and not (r.exception_info or {}).get("raised_exception")]
+    if not wanted or id_column not in df.columns:
+        return {}
+    expectations = []
+    for r in wanted:
+        # a fresh copy (GE refuses an expectation of another suite), carrying the original id in its
+        # meta to match the results back (GE orders results by metric domain, not as given)
+        expectation = r.expectation_config.to_domain_obj()
+        expectation.id = None
+        expectation.meta = {**(expectation.meta or {}), _ORIGINAL_ID: r.expectation_config.id}
+        expectations.append(expectation)
+    # Not added to the context: this suite's results are read here and never stored.
+    suite = gx.ExpectationSuite(name="carelake-samples", expectations=expectations)
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": df})
+    result = batch.validate(suite, result_format=_result_format(df, id_column))
+    return {(r.expectation_config.meta or {}).get(_ORIGINAL_ID): _sample_ids(r.result or {}, id_column) for r in result.results}
 
 
 def _get_or_add(get, add):
@@ -409,18 +462,19 @@ def _get_or_add(get, add):
         return add()
 
 
-def _forget_run(context, *, suite_name: str, run_id: str) -> None:
-    """Drop earlier results of this suite under this run id, so a rerun replaces rather than adds.
+def _forget_run(context, stored: list, *, suite_name: str, run_id: str) -> None:
+    """Drop earlier results of this suite under this run id (among the `stored` keys), so a rerun
+    replaces rather than adds.
 
     The Data Docs index builder then removes the orphaned HTML pages itself (skip_and_clean_missing).
     """
     store = context.validation_results_store
-    for key in store.list_keys():
+    for key in stored:
         if key.expectation_suite_identifier.name == suite_name and key.run_id.run_name == run_id:
             store.remove_key(key)
 
 
-def _outcome(table: str, result, id_column: str) -> ExpectationOutcome:
+def _outcome(table: str, result, id_column: str, sample_ids: tuple[str, ...] = ()) -> ExpectationOutcome:
     config = result.expectation_config
     kwargs = config.kwargs or {}
     meta = config.meta or {}
@@ -442,7 +496,9 @@ def _outcome(table: str, result, id_column: str) -> ExpectationOutcome:
         success=bool(result.success),
         unexpected_count=stats.get("unexpected_count"),
         element_count=stats.get("element_count"),
-        sample_ids=_sample_ids(stats, id_column) if not result.success else (),
+        # fetched by _failing_ids (the suite runs without GE's failing-row queries); a passing
+        # expectation has none
+        sample_ids=(sample_ids or _sample_ids(stats, id_column)) if not result.success else (),
         notes=meta.get("notes"),
         error=error,
     )
