@@ -201,6 +201,8 @@ def read_hospital(path: Path, *, error: type[ConfigError] = ConfigError) -> Hosp
 
 def _check_hl7v2(overrides: dict | None, path: Path, error: type[ConfigError]) -> None:
     # A bad timezone or Z-segment rule would otherwise surface only per message, as MAPPING_BUG quarantines.
+    if not overrides:
+        return  # most files have no hl7v2 block: DAG parsing then never imports the HL7 v2 package
     from transforms.hl7v2.to_fhir import check_overrides  # pure Python: safe for DAG parsing
 
     try:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transforms.fhir_validate import validate
+from transforms.hl7v2 import message_to_resources
+
 ROOT = Path(__file__).resolve().parents[3]
 EXTDATA = (ROOT.parent / "shared" / "extdata").resolve()
 HOSPITAL = "HOSPA"
@@ -47,3 +50,11 @@ ORU_R01 = msg(
     "OBX|2|NM|GLU-L^Glucose local^L||140|mg/dL^^UCUM|70-110|H|||F|||20240103075000+0800",
     "OBX|3|ST|COMMENT^Comment^L||hemolysed sample||||||F",
 )
+
+
+def convert(text, terminology, **overrides):
+    """The message's resources, each checked with fhir.resources-level validation."""
+    resources = message_to_resources(text, hospital=HOSPITAL, terminology=terminology, overrides=overrides or None)
+    for r in resources:
+        validate(r)
+    return resources

@@ -10,14 +10,7 @@ from transforms.hl7v2 import message_to_resources
 from transforms.ids import resource_id
 from transforms.systems import ICD10, LOINC, NATIONAL_ID_SYSTEM, UCUM, mrn_system, visit_system
 
-from hl7v2_messages import ADT_A01, ADT_A03, HOSPITAL, MSH_ADT_A01, ORU_R01, PID, PV1, msg, pv1
-
-
-def convert(text, terminology, **overrides):
-    resources = message_to_resources(text, hospital=HOSPITAL, terminology=terminology, overrides=overrides or None)
-    for r in resources:
-        validate(r)
-    return resources
+from hl7v2_messages import ADT_A01, ADT_A03, HOSPITAL, MSH_ADT_A01, ORU_R01, PID, PV1, convert, msg, pv1
 
 
 def by_type(resources, resource_type):

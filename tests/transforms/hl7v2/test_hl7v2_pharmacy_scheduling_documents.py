@@ -7,18 +7,9 @@ import base64
 import pytest
 
 from transforms.errors import RecordError
-from transforms.fhir_validate import validate
-from transforms.hl7v2 import message_to_resources
 from transforms.ids import resource_id
 
-from hl7v2_messages import HOSPITAL, PID, PV1, msg
-
-
-def convert(text, terminology, **overrides):
-    resources = message_to_resources(text, hospital=HOSPITAL, terminology=terminology, overrides=overrides or None)
-    for r in resources:
-        validate(r)
-    return resources
+from hl7v2_messages import HOSPITAL, PID, PV1, convert, msg
 
 
 def one(resources, resource_type):

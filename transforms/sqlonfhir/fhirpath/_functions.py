@@ -114,30 +114,6 @@ def _where(c, args, hint):
         return where, hint
 
     criteria, _ = c.compile(args[0])
-    member_test = _member_equals_string(c, args[0])
-    if member_test is not None:
-        name, test = member_test
-
-        def where_member(inp, focus, env):
-            # `where(system = 'x')`: an item whose member is one string is judged on the spot, with the
-            # operator's own test; anything else (absent, a list, a choice element...) as below
-            out = []
-            for item in inp:
-                if type(item) is dict:
-                    value = item.get(name)
-                    if type(value) is str:
-                        if test(value) is True:
-                            out.append(item)
-                        continue
-                r = criteria([item], env)
-                if r:
-                    if len(r) > 1:
-                        _ops.to_bool(r, "where() criteria")
-                    v = r[0]
-                    if v is True or type(v) is not bool:
-                        out.append(item)
-            return out
-        return where_member, hint
 
     def where_(inp, focus, env):  # without $index: the criteria called directly, one call less per item
         out = []
@@ -150,7 +126,25 @@ def _where(c, args, hint):
                 if v is True or type(v) is not bool:
                     out.append(item)
         return out
-    return where_, hint
+
+    member_test = _member_equals_string(c, args[0])
+    if member_test is None:
+        return where_, hint
+    name, test = member_test
+
+    def where_member(inp, focus, env):
+        # `where(system = 'x')`: an item whose member is one string is judged on the spot, with the
+        # operator's own test; anything else (absent, a list, a choice element...) by the general criteria
+        out = []
+        for item in inp:
+            value = item.get(name) if type(item) is dict else None
+            if type(value) is str:
+                if test(value) is True:
+                    out.append(item)
+            elif where_([item], focus, env):
+                out.append(item)
+        return out
+    return where_member, hint
 
 
 def _member_equals_string(c, node):
