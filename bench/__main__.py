@@ -7,8 +7,8 @@
    makes each person's history V times as long as the generator's default (1-6 encounters with 0-8
    labs per person and hospital), by drawing V encounter lists per person: the default V=8 gives tens
    of encounters and about a hundred lab results per person and hospital, over years.
-2. Runs every stage on the embedded Sail engine with `carelake.pipeline.run_pipeline` and a throw-away
-   key, one stage at a time, and reports per stage: records in, resources out, wall seconds, CPU
+2. Runs every stage on the embedded Sail engine in one `carelake.pipeline.run_pipeline` call (what
+   `carelake run` does) with a throw-away key, and reports per stage: records in, resources out, wall seconds, CPU
    seconds of the whole process tree, resources/s, and peak RSS of the process tree (the Sail server
    and the UDF workers are in it), sampled every 0.1 s with psutil.
 3. The naive baseline, on the same landing files: the obvious per-record Python loop (split, map,
@@ -51,7 +51,7 @@ class TreeMonitor:
         self._psutil = psutil
         self._me = psutil.Process()
         self.interval = interval
-        self.peak = 0.0
+        self.peak = self.overall_peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -86,11 +86,14 @@ class TreeMonitor:
         return total
 
     def reset_peak(self) -> None:
+        """Start a new peak (a stage's); `overall_peak` keeps the run's."""
         self.peak = self.rss_mb()
+        self.overall_peak = max(self.overall_peak, self.peak)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, self.rss_mb())
+            self.overall_peak = max(self.overall_peak, self.peak)
 
     def __enter__(self):
         self._thread.start()
@@ -136,45 +139,59 @@ def _zone_rows(lake, prefix: str) -> int:
 
 
 class StepLog(logging.Handler):
-    """Collects the runners' "<step> done in <s>s" lines, so each stage's figures show where time went."""
+    """Splits one pipeline run into its stages: the runner's "stage <name> starts" lines close the
+    previous stage's figures (wall, CPU of the process tree, peak RSS), and its "<step> done in <s>s"
+    lines show where each stage's time went."""
 
-    def __init__(self):
+    def __init__(self, monitor: TreeMonitor):
         super().__init__(logging.INFO)
-        self.steps: list[tuple[str, float]] = []
+        self.monitor = monitor
+        self.stages: dict[str, dict] = {}
+        self._current: str | None = None
+        self._started = self._cpu = 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == "%s done in %.1fs%s" and len(record.args) >= 2:
-            self.steps.append((str(record.args[0]), round(float(record.args[1]), 1)))
+        if record.msg == "stage %s starts (run %s)":
+            self.close()
+            self._current = str(record.args[0])
+            self._started, self._cpu = time.monotonic(), self.monitor.cpu_seconds()
+            self.monitor.reset_peak()
+            self.stages[self._current] = {"steps": {}}
+        elif record.msg == "%s done in %.1fs%s" and len(record.args) >= 2 and self._current:
+            self.stages[self._current]["steps"][str(record.args[0])] = round(float(record.args[1]), 1)
+
+    def close(self) -> None:
+        if self._current:
+            self.stages[self._current].update({
+                "seconds": round(time.monotonic() - self._started, 2),
+                "cpu_seconds": round(self.monitor.cpu_seconds() - self._cpu, 1), "peak_rss_mb": round(self.monitor.peak)})
+            self._current = None
 
 
 def run_carelake(conf: Path, workdir: Path, monitor: TreeMonitor) -> dict:
+    """All stages in one `run_pipeline` call, as `carelake run` does; the figures of each stage from
+    its log lines. The engine's start is in the total, before the first stage."""
     from carelake.config import load_config
     from carelake.lake import Lake
     from carelake.pipeline import STAGES, run_pipeline
 
     config = load_config(conf)
     lake = Lake.from_config(config, workdir)
-    stages: dict = {}
     total_started, total_cpu = time.monotonic(), monitor.cpu_seconds()
-    error = None
-    steps = StepLog()
+    steps = StepLog(monitor)
     logger = logging.getLogger("carelake")
     logger.addHandler(steps)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    for stage in STAGES:
-        steps.steps = []
-        monitor.reset_peak()
-        started, cpu = time.monotonic(), monitor.cpu_seconds()
-        summary = run_pipeline(config, workdir, [stage], triggered_by="bench")
-        seconds, cpu_seconds = time.monotonic() - started, monitor.cpu_seconds() - cpu
-        stages[stage] = {"seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 1),
-                         "peak_rss_mb": round(monitor.peak), "steps": dict(steps.steps)}
-        if summary.error:
-            error = summary.error
-            stages[stage]["error"] = summary.error
-            break
+    try:
+        summary = run_pipeline(config, workdir, list(STAGES), triggered_by="bench")
+    finally:
+        steps.close()
+        logger.removeHandler(steps)
     seconds, cpu_seconds = time.monotonic() - total_started, monitor.cpu_seconds() - total_cpu
+    stages, error = steps.stages, summary.error
+    if error:
+        stages.setdefault(error.split(":", 1)[0], {})["error"] = error
 
     bronze = _table_rows(lake.path("bronze.records"))
     silver = _zone_rows(lake, "silver.")
@@ -308,7 +325,16 @@ def machine() -> dict:
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "platform": platform.platform(), "load_average_1m": round(os.getloadavg()[0], 1),
             "engine_memory_mb": int(os.environ.get("CARELAKE_ENGINE_MEMORY_MB") or DEFAULT_ENGINE_MEMORY_MB),
-            "udf_processes": os.environ.get("CARELAKE_UDF_PROCESSES") or "0"}
+            "udf_processes": _udf_processes()}
+
+
+def _udf_processes() -> int:
+    """The worker pool size the embedded engine's stages use (`transforms.arrow.udf_processes`)."""
+    import pysail.spark  # noqa: F401 - the pool is for the process that hosts the Sail server
+
+    from transforms.arrow import udf_processes
+
+    return udf_processes()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -342,10 +368,11 @@ def main(argv: list[str] | None = None) -> dict:
             conf = generate(workdir / "run", patients=args.patients, hospitals=args.hospitals, volume=args.volume, seed=args.seed)
             result["generate_seconds"] = round(time.monotonic() - started, 1)
             say(f"generated {args.patients} patients x {args.hospitals} hospitals (volume {args.volume}) in {result['generate_seconds']} s")
-            monitor.reset_peak()
             if "sail" in engines:
+                monitor.reset_peak()
+                monitor.overall_peak = monitor.peak  # the generator's memory is not the pipeline's
                 sail = run_carelake(conf, workdir / "run", monitor)
-                sail["peak_rss_mb"] = round(max(s["peak_rss_mb"] for s in sail["stages"].values()))
+                sail["peak_rss_mb"] = round(monitor.overall_peak)
                 result["sail"] = sail
                 for stage, f in sail["stages"].items():
                     say(f"  {stage:10s} in {f['records_in'] or '-':>9} out {f['rows_out']:>9}  {f['seconds']:8.1f} s"

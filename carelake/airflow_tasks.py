@@ -261,10 +261,6 @@ def run_stage(stage: str, *, run_id: str, as_of: date | None = None, conf_dir: s
     from carelake.config import load_config
     from carelake.pipeline import run_pipeline
 
-    # transforms.arrow's UDF worker pool starts processes with `spawn`, which re-runs the parent's
-    # __main__: in an Airflow worker that is the `airflow` script, whose import fails in a task process
-    # (no metadata DB there). Map in place unless the deployment says otherwise.
-    os.environ.setdefault("CARELAKE_UDF_PROCESSES", "0")
     config = load_config(Path(conf_dir) if conf_dir else default_conf_dir())
     _mask_key(config)
     home = _workdir(workdir)

@@ -6,21 +6,18 @@ streams, so memory stays flat as data grows.
 
 On the embedded Sail engine the Python function runs inside the Sail server, which lives in the
 client's own process: every partition's Python work shares one interpreter and one GIL, so a 2-core
-machine runs it on one core however many partitions there are. With ``CARELAKE_UDF_PROCESSES=N``
-(opt-in, see `udf_processes`) `map_rows` hands the batches to a pool of N worker processes there
-(started once, reused by every stage), keeping at most two batches per worker in flight so memory
+machine runs it on one core however many partitions there are. So there `map_rows` hands the batches
+to a pool of worker processes (`transforms.udf_pool`: one per core by default, `udf_processes`;
+started once, reused by every stage), keeping at most two batches per worker in flight so memory
 stays bounded. On JVM Spark each task already has its own Python worker process, and batches are
-mapped in place. The workers are started with ``spawn``, so a script that turns the pool on must run
-the pipeline under ``if __name__ == "__main__":`` (the ``carelake`` command, ``python -m`` and pytest do).
+mapped in place.
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import os
 import sys
-import threading
 from collections import deque
 from typing import Callable, Iterable, Iterator
 
@@ -53,77 +50,62 @@ def map_batch(batch: pa.RecordBatch, fn: Callable[[dict], Iterable[dict]], schem
 
 # -- the worker pool (embedded engine only) ------------------------------------------------------
 
-_pool = None
-_pool_lock = threading.Lock()
-_worker_fns: dict[bytes, Callable] = {}
-
 
 def udf_processes() -> int:
-    """Worker processes `map_rows` uses in this process: opt-in with CARELAKE_UDF_PROCESSES.
+    """Worker processes `map_rows` uses in this process (`transforms.udf_pool`).
 
-    Off by default: the measured gain was small (about 20 % on the demo) against real costs: spawned
-    workers outlive a SIGKILLed parent, and scripts need a ``__main__`` guard. Only a process that hosts
-    the Sail server runs UDFs under the client's GIL, so the setting is ignored elsewhere.
+    By default one per usable core when there are at least two (one core gains nothing from a
+    second process); ``CARELAKE_UDF_PROCESSES=N`` sets it, ``0`` maps in process. Only a process that
+    hosts the Sail server runs UDFs under the client's GIL, so the setting is ignored elsewhere (JVM
+    Spark's Python workers, and the pool's own workers).
     """
-    setting = os.environ.get("CARELAKE_UDF_PROCESSES")
-    if not setting or "pysail.spark" not in sys.modules:
+    if "pysail.spark" not in sys.modules or os.environ.get("CARELAKE_UDF_WORKER"):
         return 0
-    return max(0, int(setting))
+    setting = os.environ.get("CARELAKE_UDF_PROCESSES")
+    if setting:
+        return max(0, int(setting))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if cores >= 2 else 0
 
 
-def _get_pool(size: int):
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # spawn, not fork: the Sail server's threads make forking this process unsafe
-            _pool = ProcessPoolExecutor(max_workers=size, mp_context=multiprocessing.get_context("spawn"))
-            atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
-        return _pool
-
-
-def _run_in_worker(key: bytes, payload: bytes, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    fn = _worker_fns.get(key)
-    if fn is None:
-        from pyspark import cloudpickle
-
-        if len(_worker_fns) > 64:  # one entry per stage function; drop old stages' state
-            _worker_fns.clear()
-        fn = _worker_fns[key] = cloudpickle.loads(payload)
-    return map_batch(batch, fn, schema)
-
-
-def _map_parallel(batches: Iterator[pa.RecordBatch], fn, schema: pa.Schema, size: int) -> Iterator[pa.RecordBatch]:
+def _map_parallel(batches: Iterator[pa.RecordBatch], fn, schema: pa.Schema, size: int,
+                  rows_per_task: int) -> Iterator[pa.RecordBatch]:
     from pyspark import cloudpickle
+
+    from transforms.udf_pool import get_pool
 
     payload = cloudpickle.dumps(fn)
     key = hashlib.sha256(payload).digest()
-    pool = _get_pool(size)
+    pool = get_pool(size)
     window: deque = deque()
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        window.append(pool.submit(_run_in_worker, key, payload, batch, schema))
-        if len(window) >= 2 * size:
+    try:
+        for batch in batches:
+            # one engine batch may be all the input (ingest's few files): slices keep every worker busy
+            for start in range(0, batch.num_rows, rows_per_task):
+                window.append(pool.submit(key, payload, batch.slice(start, rows_per_task), schema))
+                if len(window) >= 2 * size:  # at most two slices per worker in flight: memory stays bounded
+                    yield window.popleft().result()
+        while window:
             yield window.popleft().result()
-    while window:
-        yield window.popleft().result()
+    finally:
+        for future in window:
+            future.cancel()
 
 
-def map_rows(df, fn: Callable[[dict], Iterable[dict]], out: list[tuple[str, str]]):
+def map_rows(df, fn: Callable[[dict], Iterable[dict]], out: list[tuple[str, str]], *, rows_per_task: int = 2048):
     """`df.mapInArrow` with `fn` turning each input row (a dict) into zero or more output rows.
 
     `out` lists the output columns as (name, type) with types string, long, int, double, boolean.
-    `fn` must be picklable with cloudpickle (it is, like any mapInArrow function).
+    `fn` must be picklable with cloudpickle (it is, like any mapInArrow function). With the worker pool,
+    each worker maps at most `rows_per_task` input rows at a time: give 1 when a row is a large unit of
+    work (a whole file).
     """
     schema = arrow_schema(out)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         size = udf_processes()
         if size:
-            yield from _map_parallel(batches, fn, schema, size)
+            yield from _map_parallel(batches, fn, schema, size, rows_per_task)
         else:
             for batch in batches:
                 yield map_batch(batch, fn, schema)

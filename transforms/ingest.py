@@ -79,4 +79,4 @@ def _records(feed: str, row: dict) -> Iterator[tuple[int, str, str]]:
 
 def split_files(files, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
     """DataFrame of landing files -> DataFrame of bronze records (see the module docstring)."""
-    return map_rows(files, lambda row: split_file(row, max_record_bytes=max_record_bytes), BRONZE_COLUMNS)
+    return map_rows(files, lambda row: split_file(row, max_record_bytes=max_record_bytes), BRONZE_COLUMNS, rows_per_task=1)

@@ -1,0 +1,153 @@
+"""The UDF worker pool: same rows as in process, errors surface, workers die with their parent."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pytest
+
+from transforms.arrow import arrow_schema, map_batch
+from transforms.udf_pool import WorkerError, WorkerPool
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = arrow_schema([("x", "long"), ("doubled", "long")])
+
+
+def _double(row):
+    print("a mapped function may print")  # must not corrupt the reply stream
+    yield {"x": row["x"], "doubled": 2 * row["x"]}
+
+
+def _batch(values) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict({"x": pa.array(values, pa.int64())})
+
+
+def _submit(pool, fn, batch):
+    from pyspark import cloudpickle
+
+    payload = cloudpickle.dumps(fn)
+    return pool.submit(hashlib.sha256(payload).digest(), payload, batch, SCHEMA)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_the_pool_maps_like_map_batch_and_reuses_its_workers():
+    pool = WorkerPool(2)
+    try:
+        batches = [_batch(range(i * 100, i * 100 + 100)) for i in range(8)]
+        futures = [_submit(pool, _double, b) for b in batches]
+        assert [f.result(60).to_pylist() for f in futures] == [map_batch(b, _double, SCHEMA).to_pylist() for b in batches]
+        assert 1 <= len(pool.pids()) <= 2
+    finally:
+        pool.close()
+
+
+def test_an_exception_in_the_function_keeps_its_type_and_the_worker():
+    def explode(row):
+        raise ValueError("mapper bug at x")
+
+    pool = WorkerPool(1)
+    try:
+        with pytest.raises(ValueError, match="mapper bug at x"):
+            _submit(pool, explode, _batch([1])).result(60)
+        (pid,) = pool.pids()
+        assert _submit(pool, _double, _batch([3])).result(60).to_pylist() == [{"x": 3, "doubled": 6}]
+        assert pool.pids() == [pid]
+    finally:
+        pool.close()
+
+
+def test_a_killed_worker_is_a_clear_error_and_is_replaced():
+    pool = WorkerPool(1)
+    try:
+        _submit(pool, _double, _batch([1])).result(60)
+        (pid,) = pool.pids()
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(WorkerError, match=r"UDF worker process \d+ exited .* batch of 2 rows"):
+            _submit(pool, _double, _batch([1, 2])).result(60)
+        assert _submit(pool, _double, _batch([5])).result(60).to_pylist() == [{"x": 5, "doubled": 10}]
+        assert pool.pids() and pool.pids() != [pid]
+    finally:
+        pool.close()
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        import pyarrow as pa
+        from tests.transforms.test_udf_pool import SCHEMA, _batch, _double, _submit
+        from transforms.udf_pool import WorkerPool
+        pool = WorkerPool(2)
+        for f in [_submit(pool, _double, _batch([i])) for i in range(4)]:
+            f.result(60)
+        print(*pool.pids(), flush=True)
+        time.sleep(600)
+    """))
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert pids and all(_alive(p) for p in pids)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in pids), "a UDF worker outlived its SIGKILLed parent"
+    finally:
+        parent.kill()
+
+
+def test_a_script_without_a_main_guard_maps_in_workers(tmp_path):
+    """multiprocessing's spawn would run this script again in each worker; the pool's workers do not."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent("""
+        import os
+        from carelake.engine import get_spark
+        from transforms.arrow import map_rows, udf_processes
+
+        def pid_of(row):
+            yield {"x": row["x"], "pid": os.getpid()}
+
+        spark = get_spark()
+        rows = map_rows(spark.range(0, 2000, numPartitions=4).withColumnRenamed("id", "x"), pid_of,
+                        [("x", "long"), ("pid", "long")]).collect()
+        pids = {r["pid"] for r in rows}
+        print(udf_processes(), len(rows), os.getpid() in pids, len(pids), flush=True)
+    """))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "CARELAKE_UDF_PROCESSES": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    size, rows, in_parent, distinct = done.stdout.split()
+    assert (size, rows, in_parent) == ("2", "2000", "False")
+    assert 1 <= int(distinct) <= 2
+
+
+def _slow_pid(row):
+    time.sleep(0.2)  # long enough that both workers get a slice
+    yield {"x": row["x"], "pid": os.getpid()}
+
+
+def test_map_rows_spreads_one_batch_over_the_workers_in_order(spark, monkeypatch):
+    from transforms.arrow import map_rows
+
+    monkeypatch.setenv("CARELAKE_UDF_PROCESSES", "2")
+    one_batch = spark.createDataFrame([(i,) for i in range(8)], "x long").coalesce(1)
+    rows = map_rows(one_batch, _slow_pid, [("x", "long"), ("pid", "long")], rows_per_task=1).collect()
+    assert [r["x"] for r in rows] == list(range(8))
+    assert len({r["pid"] for r in rows}) == 2 and os.getpid() not in {r["pid"] for r in rows}
