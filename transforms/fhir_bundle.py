@@ -41,6 +41,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
+from transforms import fastjson
 from transforms.fhir_feed import SUPPORTED_TYPES
 
 __all__ = ["fhir_file_records", "resolve_bundle", "REFERENCE_FILES", "identifier_index"]
@@ -52,7 +53,7 @@ _TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
 
 def _compact(resource: dict) -> str:
-    return json.dumps(resource, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return fastjson.dumps(resource)  # json.dumps(..., ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 def _local_id(full_url: str | None) -> str | None:

@@ -23,11 +23,11 @@ map added next to them (the local coding stays); unmapped local codes are kept a
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import date, datetime
 from functools import lru_cache
 
+from transforms import fastjson
 from transforms.errors import RecordError
 from transforms.ids import resource_id
 from transforms.terminology import Terminology
@@ -70,9 +70,9 @@ def add_standard_codings(concept: dict, terminology: Terminology) -> dict:
     return {**concept, "coding": codings}
 
 
-def _parse(text: str, loads=json.loads) -> dict:
+def _parse(text: str) -> dict:
     try:
-        resource = loads(text)
+        resource = fastjson.loads(text)
     except (ValueError, RecursionError):  # json.JSONDecodeError is a ValueError
         raise RecordError("PARSE", "line is not valid JSON") from None
     if not isinstance(resource, dict):
@@ -132,25 +132,30 @@ def _convert(node, hospital: str):
     return [_convert(item, hospital) if type(item) is dict or type(item) is list else item for item in node]
 
 
-@lru_cache(maxsize=64)
-def _converting_decoder(hospital: str):
-    """A JSON decoder that does `_convert`'s work while parsing, one object at a time as the C parser
-    builds it: far cheaper than a second walk over the tree in Python. It cannot name the path of an
-    impossible date, so it gives up (`_BadDate`) and the caller takes the `_convert` path for the error.
+def _convert_in_place(resource: dict, hospital: str) -> dict:
+    """`_convert`'s work done on a freshly parsed resource, which nobody else holds, so no copy: every
+    relative ``reference`` rewritten, every date element checked. Iterative, so nesting that the parser
+    took cannot overflow the stack here. It cannot name the path of an impossible date, so it gives up
+    (`_BadDate`, the tree half rewritten) and the caller parses again and takes the `_convert` path.
     """
-
-    def hook(node: dict) -> dict:
-        reference = node.get("reference")
-        if type(reference) is str:
-            node["reference"] = _rewrite_reference(reference, hospital)
-        if not _DATE_ELEMENTS.isdisjoint(node):
-            for key in _DATE_ELEMENTS.intersection(node):
-                value = node[key]
-                if type(value) is str and not _valid_date(value):
-                    raise _BadDate(key)
-        return node
-
-    return json.JSONDecoder(object_hook=hook)
+    stack = [resource]
+    pop, extend = stack.pop, stack.extend
+    rewrite, disjoint = _rewrite_reference, _DATE_ELEMENTS.isdisjoint
+    while stack:
+        node = pop()
+        if type(node) is dict:
+            reference = node.get("reference")
+            if type(reference) is str:
+                node["reference"] = rewrite(reference, hospital)
+            if not disjoint(node):
+                for key in _DATE_ELEMENTS.intersection(node):
+                    value = node[key]
+                    if type(value) is str and not _valid_date(value):
+                        raise _BadDate(key)
+            extend(node.values())
+        elif type(node) is list:
+            extend(node)
+    return resource
 
 
 def _valid_date(text: str) -> bool:
@@ -177,12 +182,10 @@ def fhir_json_to_resources(text: str, *, hospital: str, terminology: Terminology
     MISSING_FIELD (no usable id), INVALID_DATE. Validation against FHIR is the caller's separate step.
     The input is never modified.
     """
-    converted = None
-    if type(text) is str and not text.startswith("\ufeff"):  # what json.loads would refuse goes the long way
-        try:
-            converted = _parse(text, _converting_decoder(hospital).decode)  # rewritten and date-checked
-        except _BadDate:
-            converted = None  # the path below names the element (and checks type and id first)
+    try:
+        converted = _convert_in_place(_parse(text), hospital)  # rewritten and date-checked
+    except _BadDate:
+        converted = None  # the path below names the element (and checks type and id first)
     resource = converted if converted is not None else _parse(text)
     resource_type = resource["resourceType"]
     _check_type(resource_type)

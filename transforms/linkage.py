@@ -27,11 +27,11 @@ Nothing here is probabilistic: every link is explainable by a rule and the agree
 
 from __future__ import annotations
 
-import json
 import unicodedata
 
 from pyspark.sql import functions as F
 
+from transforms import fastjson
 from transforms.arrow import map_rows
 from transforms.systems import NATIONAL_ID_SYSTEM
 
@@ -91,7 +91,7 @@ def _home_address(addresses: list) -> dict:
 
 def _features(row: dict, national_systems: tuple[str, ...]) -> dict:
     try:
-        patient = json.loads(row["resource"])
+        patient = fastjson.loads(row["resource"])
     except (TypeError, ValueError):
         patient = {}
     national = mrn = None

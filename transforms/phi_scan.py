@@ -11,11 +11,11 @@ timestamp, a phone number inside a note).
 
 from __future__ import annotations
 
-import json
 import re
 
 from pyspark.sql import functions as F
 
+from transforms import fastjson
 from transforms.arrow import map_rows
 
 __all__ = ["direct_identifiers", "identifier_values", "scan", "tokens", "MIN_LENGTH", "SUBSTRING_MIN"]
@@ -80,7 +80,7 @@ def direct_identifiers(silver_patient):
     """silver.patient (or silver.related_person) -> distinct identifier values (column `value`)."""
 
     def rows(row):
-        for value in identifier_values(json.loads(row["resource"])):
+        for value in identifier_values(fastjson.loads(row["resource"])):
             yield {"value": value}
 
     return map_rows(silver_patient.select("resource"), rows, [("value", "string")]).distinct()
