@@ -138,7 +138,10 @@ def phi_gate(ctx: RunContext, staged: dict[str, object]) -> dict[str, int]:
     """Fail when any staged curated table holds a direct identifier held in silver (names only columns)."""
     from pyspark.sql import functions as F
 
-    identifiers = _identifiers(ctx)
+    # Every table's scan joins the identifiers, which a Python pass over every person resource finds:
+    # staged once per call instead of evaluated again for each table.
+    ctx.lake.overwrite(_identifiers(ctx), "staging.phi_identifiers")
+    identifiers = ctx.lake.read(ctx.spark, "staging.phi_identifiers")
     hits = {}
     for name, df in staged.items():
         pseudonyms = sorted(_pseudonym_columns(ctx, name) & set(df.columns))

@@ -182,6 +182,34 @@ def test_a_table_without_a_suite_is_an_error(tmp_path):
         suites_for(["silver.patient", "silver.no_such_table"], SUITES)
 
 
+def test_an_unchanged_suite_is_reused_from_the_store_and_an_edited_one_takes_effect(spark, tmp_path):
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    not_null = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "id"}, "meta": {"severity": "critical"}}
+    write_suite(suites, "gold.patient", [not_null])
+    df = spark.createDataFrame([("p1", None), ("p2", PHI)], "id string, national_id string")
+    stored = tmp_path / "reports/gx/expectations/gold/patient.json"
+
+    def validate(run_id: str) -> QualityReport:
+        return validate_tables({"gold.patient": df}, suites_dir=suites, reports_dir=tmp_path / "reports", run_id=run_id)
+
+    assert validate("r1").verdict == "pass"
+    first = json.loads(stored.read_text())
+    assert validate("r2").verdict == "pass"
+    assert json.loads(stored.read_text()) == first  # not written again: the expectation keeps its id
+
+    is_null = {"type": "expect_column_values_to_be_null", "kwargs": {"column": "national_id"}, "meta": {"severity": "critical"}}
+    write_suite(suites, "gold.patient", [not_null, is_null])
+    report = validate("r3")
+    assert [(r.expectation, r.success) for r in report.results] == [
+        ("expect_column_values_to_not_be_null", True), ("expect_column_values_to_be_null", False)]
+    assert report.verdict == "fail"
+    # a change of meta alone (the severity) counts as an edit too
+    write_suite(suites, "gold.patient", [not_null, {**is_null, "meta": {"severity": "warning"}}])
+    assert validate("r4").verdict == "warn"
+    assert [e["meta"]["severity"] for e in json.loads(stored.read_text())["expectations"]] == ["critical", "warning"]
+
+
 def test_without_the_id_column_failures_are_counted_but_carry_no_sample_ids(spark, tmp_path):
     write_suite(tmp_path, "gold.patient", [
         {"type": "expect_column_values_to_be_null", "kwargs": {"column": "national_id"}, "meta": {"severity": "critical"}},
