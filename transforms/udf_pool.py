@@ -96,9 +96,10 @@ class _Worker:
             code = self.process.poll()
             raise WorkerError(f"UDF worker process {self.process.pid} exited (code {code}) while mapping a batch of "
                               f"{batch.num_rows} rows; CARELAKE_UDF_PROCESSES=0 maps in process")
-        self.keys.add(key)
         if reply[0] == "ok":
+            self.keys.add(key)
             return from_ipc(result)
+        self.keys.discard(key)  # the worker may not hold the function (its unpickling failed): send it again
         exc, remote = reply[1:]
         exc.__cause__ = WorkerError(f"in the UDF worker process:\n{remote}")
         raise exc

@@ -71,6 +71,21 @@ def test_an_exception_in_the_function_keeps_its_type_and_the_worker():
         pool.close()
 
 
+def test_a_function_the_worker_cannot_load_fails_the_same_way_every_time(tmp_path, monkeypatch):
+    pool = WorkerPool(1)
+    try:
+        _submit(pool, _double, _batch([1])).result(60)  # the worker starts without tmp_path on its path
+        (tmp_path / "late_module.py").write_text("def late(row):\n    yield {'x': row['x'], 'doubled': 0}\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        from late_module import late
+
+        for _ in range(2):
+            with pytest.raises(ModuleNotFoundError, match="late_module"):
+                _submit(pool, late, _batch([1])).result(60)
+    finally:
+        pool.close()
+
+
 def test_a_killed_worker_is_a_clear_error_and_is_replaced():
     pool = WorkerPool(1)
     try:
