@@ -52,10 +52,6 @@ _CONDITIONAL = re.compile(r"([A-Z][A-Za-z]+)\?identifier=(.+)")
 _TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
 
-def _compact(resource: dict) -> str:
-    return fastjson.dumps(resource)  # json.dumps(..., ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
 def _local_id(full_url: str | None) -> str | None:
     """The id a fullUrl carries: the uuid of ``urn:uuid:<uuid>``, the last segment of a RESTful URL."""
     if not full_url:
@@ -220,9 +216,9 @@ def fhir_file_records(path: str | Path, options: dict | None = None) -> Iterator
             if skipped:
                 yield index, skipped, None
             else:
-                yield index, f"fhir-bundle:{bundle_type}", _compact(resource)
+                yield index, f"fhir-bundle:{bundle_type}", fastjson.dumps(resource)
     else:
-        yield 0, "fhir-json", _compact(document)
+        yield 0, "fhir-json", fastjson.dumps(document)
 
 
 def _single_line(path: Path) -> bool:
