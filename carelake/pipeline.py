@@ -70,6 +70,10 @@ def run_pipeline(config: Config | Path | str | None, workdir: Path | str | None,
     summary = RunSummary(ctx.run_id, stages)
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if stages[0] in ("ingest", "normalize") and {"validate", "curate", "marts"} & set(stages):
+        from carelake.quality import import_in_background
+
+        import_in_background()
     inputs = _inputs(ctx, hospitals, received_between) if "ingest" in stages else []
     detail = None
     for name in stages:

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ __all__ = [
     "suites_for",
     "validate_tables",
     "load_report",
+    "import_in_background",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,23 @@ def _gx():
     import great_expectations as gx
 
     return gx
+
+
+def import_in_background() -> threading.Thread:
+    """Start importing Great Expectations in a daemon thread; return the thread.
+
+    The import is 5-9 s of single-threaded Python (GE, scipy, sqlalchemy, altair). A run that ingests or
+    normalizes before it validates starts it first, so that it overlaps work the engine and the UDF
+    workers do, instead of holding up the validate stage on one core. A failed import is left for the
+    validate stage to raise, with its own message.
+    """
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            _gx()
+
+    thread = threading.Thread(target=run, name="carelake-gx-import", daemon=True)
+    thread.start()
+    return thread
 
 
 def load_suite(path: Path | str) -> ExpectationSuite:

@@ -255,3 +255,17 @@ def test_quality_view_handles_missing_fields_and_empty_lists(spark):
     view = quality_view("silver.encounter", frame(spark, encounters), targets={}, as_of=dt.date(2026, 1, 1))
     got = {r["id"]: (r["status"], r["period_in_order"], r["date_plausible"], r["patient_resolves"]) for r in view.collect()}
     assert got == {encounters[0]["id"]: ("planned", None, True, False), encounters[1]["id"]: ("finished", True, True, False)}
+
+
+def test_import_in_background_loads_great_expectations_in_a_daemon_thread():
+    # a fresh interpreter: this one imported GE long ago
+    import subprocess
+    import sys
+
+    script = ("import sys; from carelake.quality import import_in_background; "
+              "assert 'great_expectations' not in sys.modules; t = import_in_background(); "
+              "assert t.daemon; t.join(120); print('great_expectations' in sys.modules, t.is_alive())")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "False"]
