@@ -113,7 +113,11 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
         # not partitioned by type: measured, the partitioned write cost more than the scans it saves
         lake.overwrite(normalize_records(todo, mapping), "staging.normalized")
         staged = lake.read(spark, "staging.normalized")
-        per_type = {r["resource_type"]: r["count"] for r in staged.groupBy("resource_type").count().collect()}
+        # rows per type (null: quarantined records) and whether any id repeats: most types' ids do not,
+        # and their latest-per-id needs no sort of every resource by id
+        counts = staged.groupBy("resource_type").agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("id").alias("ids")).collect()
+        per_type = {r["resource_type"]: r["rows"] for r in counts}
+        repeats = {r["resource_type"] for r in counts if r["ids"] < r["rows"]}
         types = sorted(t for t in per_type if t is not None)
         note["detail"] = f"{'all' if not incremental else 'new'} records; resource types: {', '.join(types) or 'none'}"
 
@@ -134,7 +138,8 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
                        delete_when="s.error_code IS NULL", insert_when="s.error_code IS NOT NULL")
 
         normalized = staged.filter("outcome = 'normalized'")
-        winners = {t: _winners(ctx, normalized.filter(F.col("resource_type") == t), RESOURCE_TABLES[t], bronze, incremental)
+        winners = {t: _winners(ctx, normalized.filter(F.col("resource_type") == t), RESOURCE_TABLES[t], bronze, incremental,
+                               repeats=t in repeats)
                    for t in types}
     else:
         winners = {}
@@ -180,10 +185,11 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
             "mapped": {"full": not incremental, "resources_and_quarantined": records, "mapping": fingerprint}}
 
 
-def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool):
+def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, repeats: bool = True):
     """The latest delivery of each resource id among `rows`, kept only where it is not older than the
-    delivery already in silver (an incremental run may see a backfill of old files after newer ones)."""
-    latest = _latest_per_id(rows)
+    delivery already in silver (an incremental run may see a backfill of old files after newer ones).
+    `repeats=False` says that no id occurs twice among `rows`: each row is its id's latest."""
+    latest = _latest_per_id(rows) if repeats else rows
     lake, spark = ctx.lake, ctx.spark
     if not incremental or not lake.exists(f"silver.{table}"):
         return latest
