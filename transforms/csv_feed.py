@@ -335,12 +335,17 @@ def _clean_cells(entity: str, row: dict) -> dict[str, str]:
 
 
 def _clean(entity: str, row: dict) -> dict[str, str]:
+    if COMPONENTS not in row and PANEL not in row:  # all but panel rows: no copy needed (not modified)
+        return _clean_cells(entity, row)
     return _clean_cells(entity, {k: v for k, v in row.items() if k not in (COMPONENTS, PANEL)})
 
 
 def _lookup(r: _Row, field: str, synonyms: dict[str, str], raw: str) -> str:
-    own = {str(k): str(v) for k, v in (r.spec.get("values", {}).get(field) or {}).items()}
-    found = own.get(raw) or {k.lower(): v for k, v in own.items()}.get(raw.lower())
+    values = r.spec.get("values", {}).get(field)
+    found = None
+    if values:  # most fields have no hospital codes: no dicts to build for them
+        own = {str(k): str(v) for k, v in values.items()}
+        found = own.get(raw) or {k.lower(): v for k, v in own.items()}.get(raw.lower())
     found = synonyms.get((found or raw).lower())
     if found is None:
         raise RecordError("UNKNOWN_CODE", f"{r.column(field)}: code not in the mapping's values or known synonyms")
@@ -387,14 +392,19 @@ def _strptime(text: str, fmt: str) -> datetime:
     found = match.groupdict()
     offset = found.get("z")
     try:
-        tz = None
-        if offset is not None:
-            minutes = 0 if offset == "Z" else int(offset[1:3]) * 60 + int(offset[-2:])
-            tz = timezone(timedelta(minutes=-minutes if offset[0] == "-" else minutes))
+        tz = None if offset is None else _fixed_offset(offset)
         return datetime(int(found["Y"]), int(found.get("m") or 1), int(found.get("d") or 1), int(found.get("H") or 0),
                         int(found.get("M") or 0), int(found.get("S") or 0), tzinfo=tz)
     except ValueError:  # out of range: strptime gives the verdict (and reads single digits its own way)
         return datetime.strptime(text, fmt)
+
+
+# Memoised: an export writes a handful of offsets (its zone's standard and summer time).
+@lru_cache(maxsize=64)
+def _fixed_offset(offset: str) -> timezone:
+    """``Z``, ``+hh:mm`` or ``+hhmm`` as a timezone; ValueError when out of range."""
+    minutes = 0 if offset == "Z" else int(offset[1:3]) * 60 + int(offset[-2:])
+    return timezone(timedelta(minutes=-minutes if offset[0] == "-" else minutes))
 
 
 def _parse(text: str, fmt: str | None) -> datetime:

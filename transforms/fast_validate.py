@@ -14,7 +14,8 @@ So validation is split in two, and both halves are fhir.resources' own checks:
   validator of the FHIR primitive type its element has (date, dateTime, instant, id, code, uri,
   decimal, ...), memoised per distinct value; date and time values, which are nearly all distinct and
   whose fhir.resources validator runs in Python, are first tried against stricter regular expressions
-  plus a calendar check, and go to the real validator only when those do not accept them.
+  plus a calendar check, and go to the real validator only when those do not accept them. Ids and
+  strings (names, values, references: nearly all distinct too) get the same treatment.
 
 The fast path only ever says *valid*. Whenever it is not sure (a leaf it cannot vouch for, a shape it
 cannot plan, a shape never seen), the resource goes through fhir.resources in full, which gives the
@@ -113,12 +114,9 @@ def _fast_instant(value: str) -> bool:
     return match is not None and _calendar_ok(match)
 
 
-# FHIR's own id rule: stricter than fhir_core's (up to 255 characters by default), so a match is valid there
-_ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-
-
-def _fast_id(value: str) -> bool:
-    return _ID_RE.fullmatch(value) is not None
+# FHIR's own id rule: stricter than fhir_core's (up to 255 characters by default), so a match is valid there.
+# Like `_fast_string`, the bound method (truthy: a match) is the check.
+_fast_id = re.compile(r"[A-Za-z0-9\-.]{1,64}").fullmatch
 
 
 def _id_rule_is_default() -> bool:
@@ -128,6 +126,12 @@ def _id_rule_is_default() -> bool:
     max_length = getattr(constraints, "TYPES_ID_MAX_LENGTH", 255)
     pattern = getattr(constraints, "TYPES_ID_PATTERN", r"^[A-Za-z0-9\-.]+$")
     return (max_length is None or max_length >= 64) and pattern in (None, r"^[A-Za-z0-9\-.]+$")
+
+
+# fhir_core's string rule is the pattern ``[ \r\n\t\S]+``, which pydantic *searches* for: any string holding
+# one such character is valid. Space, tab, CR, LF and printable ASCII are that under every notion of \s.
+# The bound method itself (truthy: a match) spares a Python call per leaf; strings are the commonest leaf.
+_fast_string = re.compile(r"[ \r\n\t!-~]").search
 
 
 def _always(_value) -> bool:
@@ -167,7 +171,10 @@ def _fast_for(annotation, value_type) -> typing.Callable[[str], bool] | None:
         return None
     from fhir_core import types as fhir_types
 
-    for meta in typing.get_args(annotation)[1:]:
+    args = typing.get_args(annotation)
+    if args[:1] == (str,) and len(args) == 2 and type(args[1]) is fhir_types.String:
+        return _fast_string  # only when the pattern is the whole rule (no length limit beside it)
+    for meta in args[1:]:
         kind = type(meta)
         if kind is fhir_types.Instant:
             return _fast_instant
@@ -346,7 +353,10 @@ def _compile_shape(resource: dict, plan: tuple):
     for ref, check in zip(leaves, plan):
         if check is _always:
             continue  # the structure check already fixed the leaf's type, and the model accepted it
-        if isinstance(check, _Primitive):  # the memo first: most leaves repeat (codes, systems)
+        if isinstance(check, _Primitive) and check.fast is not None:
+            # Dates, ids and strings are mostly distinct and the memo only keeps what `fast` refused.
+            checks.append(f"if not {const(check.fast)}({ref}) and not {const(check)}({ref}): return False")
+        elif isinstance(check, _Primitive):  # the memo first: most leaves repeat (codes, systems)
             checks.append(f"if {ref} not in {const(check.seen)} and not {const(check)}({ref}): return False")
         else:
             checks.append(f"if not {const(check)}({ref}): return False")

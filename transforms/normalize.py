@@ -91,9 +91,11 @@ def _patient_id(resource: dict) -> str | None:
     if resource.get("resourceType") == "Patient":
         return resource.get("id")
     for element in ("subject", "patient", "beneficiary"):
-        reference = (resource.get(element) or {}).get("reference") or ""
-        if reference.startswith("Patient/"):
-            return reference.split("/", 1)[1]
+        target = resource.get(element)
+        if target:  # `or {}` of an absent or empty element, without building the dict
+            reference = target.get("reference") or ""
+            if reference.startswith("Patient/"):
+                return reference.split("/", 1)[1]
     for participant in resource.get("participant") or ():  # Appointment names its patient among the participants
         reference = ((participant or {}).get("actor") or {}).get("reference") or ""
         if reference.startswith("Patient/"):
@@ -110,14 +112,22 @@ def _national_id(resource: dict) -> str | None:
     return None
 
 
+_STANDARD_SYSTEMS = frozenset(STANDARD_SYSTEMS)
+# json.dumps builds an encoder per call when given separators; this one writes the same text.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _unmapped(resource: dict) -> str | None:
     element = CODE_ELEMENTS.get(resource.get("resourceType"))
     if element is None:
         return None
     codings = [c for c in (resource.get(element) or {}).get("coding") or () if isinstance(c, dict)]
-    if not codings or any(c.get("system") in STANDARD_SYSTEMS for c in codings):
+    if not codings:
         return None
-    return json.dumps([[c.get("system"), c.get("code")] for c in codings], separators=(",", ":"))
+    for c in codings:
+        if c.get("system") in _STANDARD_SYSTEMS:  # hashable: a validated coding's system is a str or absent
+            return None
+    return _compact_json([[c.get("system"), c.get("code")] for c in codings])
 
 
 #: The modules whose code decides what a record maps to: a change in any of them re-maps every record.
@@ -143,7 +153,8 @@ def mapping_fingerprint(mapping: Mapping) -> str:
 
 def normalize_record(row: dict, mapping: Mapping) -> Iterator[dict]:
     """One bronze row -> its output rows (see the module docstring). Never raises."""
-    base = {key: row[key] for key in ("record_id", "hospital", "feed", "source", "position", "received_at")}
+    base = {"record_id": row["record_id"], "hospital": row["hospital"], "feed": row["feed"], "source": row["source"],
+            "position": row["position"], "received_at": row["received_at"]}
     try:
         resources = _resources(row, mapping)
         if not resources:

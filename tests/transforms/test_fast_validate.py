@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import typing
 import json
 
 import pytest
@@ -229,3 +230,18 @@ def test_a_compiled_shape_matches_exactly_the_resources_of_its_shape(resource):
         assert check(copy.deepcopy(seed)) is True
         claimed = check(copy.deepcopy(resource)) is not None
         assert claimed == (shape == shape_of(seed, [])), seed["resourceType"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.sampled_from(TRICKY + ["\x0b", "\x0c", "\x1c", "\x85", "\xa0", "\u2028", "\u3000", "\x0b x"]),
+                 st.text(max_size=6), st.text(alphabet=" \t\r\n\x0b\x0c\x1c\x85\xa0\u2028\u3000a\x00", max_size=4)))
+def test_the_fast_string_rule_accepts_only_what_fhir_resources_accepts(value):
+    from fhir_core import types as fhir_types
+    from pydantic import TypeAdapter
+
+    from transforms.fast_validate import _fast_for, _fast_string
+
+    annotation = typing.Annotated[str, fhir_types.String()]
+    assert _fast_for(annotation, str) is _fast_string
+    if _fast_string(value):
+        TypeAdapter(annotation).validate_python(value)  # raises if fhir.resources would refuse it

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
+
+import msgspec
 
 from transforms.errors import RecordError
 from transforms.hl7v2 import datatypes as dt
 from transforms.hl7v2 import vocab
 from transforms.hl7v2._context import Context
-from transforms.hl7v2.parse import Repetition, Segment
+from transforms.hl7v2.parse import Delimiters, Repetition, Segment
+from transforms.ids import resource_id
 from transforms.systems import NATIONAL_ID_SYSTEM, mrn_system
 
 #: CX.5 identifier types that carry the regional national id.
 _NATIONAL_TYPES = frozenset({"NI"})
 
 
-def _mrn_repetition(pid: Segment, overrides: dict) -> tuple[Repetition | None, str]:
+def _mrn_repetition(pid: Segment, field_name: str, want_type: str) -> tuple[Repetition | None, str]:
     """The repetition holding the MRN and the field it came from.
 
     Default: the PID-3 repetition typed MR, else the first PID-3 repetition with a value; senders of
     v2.2/2.3 that leave PID-3 empty and put the id in PID-2 are read from there. A hospital whose MRN
-    is elsewhere says so with ``overrides={"mrn_field": "PID-2"}`` (or ``"mrn_type": "PI"``).
+    is elsewhere says so with ``overrides={"mrn_field": "PID-2"}`` (or ``"mrn_type": "PI"``), which
+    arrive here upper-cased as `field_name` and `want_type`.
     """
-    field_name = str(overrides.get("mrn_field", "PID-3")).upper()
-    want_type = str(overrides.get("mrn_type", "MR")).upper()
     order = (2, 3) if field_name == "PID-2" else (3, 2)
     valued = {n: [r for r in pid.field(n).repetitions if r.component(1).strip()] for n in order}
     for n in order:
@@ -37,20 +40,52 @@ def _mrn_repetition(pid: Segment, overrides: dict) -> tuple[Repetition | None, s
 
 
 def map_patient(ctx: Context, pid: Segment) -> dict:
-    mrn_rep, _ = _mrn_repetition(pid, ctx.overrides)
-    if mrn_rep is not None:
-        mrn = mrn_rep.component(1).strip()
-        pid_id = ctx.rid("Patient", mrn)
-    elif ctx.overrides.get("missing_mrn") == "keep":
-        # Public-health feeds send results for people without a hospital record: keep them as a
-        # Patient keyed by what PID says, left to demographic linkage; the same PID gives the same id.
-        mrn = "pid#" + hashlib.sha256(pid.raw.encode("utf-8")).hexdigest()[:24]
-        pid_id = ctx.rid("Patient", mrn)
-    else:
-        raise RecordError("MISSING_FIELD", "PID-3 patient identifier list has no identifier")
+    overrides = ctx.overrides
+    settings = (ctx.hospital, ctx.tz, str(overrides.get("mrn_field", "PID-3")).upper(),
+                str(overrides.get("mrn_type", "MR")).upper(), overrides.get("missing_mrn") == "keep")
+    mrn, pid_id, packed = _packed_patient(pid.fields, pid.delimiters, *settings)
+    # A fresh dict each time: later segments (MRG, Z-segments) and other mappers change the Patient.
+    patient = _patient(pid, *settings)[2] if packed is None else _unpack(packed)
     ctx.mrn = mrn
     ctx.patient_ref = f"Patient/{pid_id}"
     ctx.visit_key = ctx.encounter_ref = ctx.report = ctx.report_key = None
+    return ctx.add(patient)
+
+
+_pack = msgspec.msgpack.Encoder().encode
+_unpack = msgspec.msgpack.Decoder().decode
+
+
+# Memoised: a patient's messages (admission, results, discharge) repeat the same PID, and mapping it was
+# a quarter of an HL7 message's cost. The result is kept packed (msgpack keeps the dict order and JSON
+# types exactly), so no two messages share a mutable Patient. The keys are PID fields, i.e. PHI: the
+# cache is bounded, lives in this process's memory only, and is never logged or written anywhere.
+@lru_cache(maxsize=4096)
+def _packed_patient(fields: tuple[str, ...], d: Delimiters, hospital: str, tz: str | None, field_name: str,
+                    want_type: str, keep_missing: bool) -> tuple[str, str, bytes | None]:
+    """(mrn, Patient id, the Patient packed) of a PID; the packed form is None when msgpack cannot hold
+    it exactly (an integer beyond 64 bits), and the caller then maps the PID itself."""
+    mrn, pid_id, patient = _patient(Segment("PID", list(fields), d), hospital, tz, field_name, want_type, keep_missing)
+    try:
+        return mrn, pid_id, _pack(patient)
+    except (OverflowError, TypeError, ValueError, UnicodeError):
+        return mrn, pid_id, None
+
+
+def _patient(pid: Segment, hospital: str, tz: str | None, field_name: str, want_type: str,
+             keep_missing: bool) -> tuple[str, str, dict]:
+    """(mrn, Patient id, Patient) of a PID: a function of the segment and the hospital's settings only."""
+    mrn_rep, _ = _mrn_repetition(pid, field_name, want_type)
+    if mrn_rep is not None:
+        mrn = mrn_rep.component(1).strip()
+        pid_id = resource_id(hospital, "Patient", mrn)
+    elif keep_missing:
+        # Public-health feeds send results for people without a hospital record: keep them as a
+        # Patient keyed by what PID says, left to demographic linkage; the same PID gives the same id.
+        mrn = "pid#" + hashlib.sha256(pid.raw.encode("utf-8")).hexdigest()[:24]
+        pid_id = resource_id(hospital, "Patient", mrn)
+    else:
+        raise RecordError("MISSING_FIELD", "PID-3 patient identifier list has no identifier")
 
     identifiers: list[dict] = []
     seen: set[tuple] = set()
@@ -61,7 +96,7 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
             identifiers.append(ident)
 
     if mrn_rep is not None:
-        mrn_ident = dt.identifier(mrn_rep, ctx.hospital, system=mrn_system(ctx.hospital), type_code="MR")
+        mrn_ident = dt.identifier(mrn_rep, hospital, system=mrn_system(hospital), type_code="MR")
         sent_type = dt.code(mrn_rep.component(5))
         if sent_type and sent_type.upper() != "MR":
             # The key is carelake's MRN (typed MR for linkage); the type the sender gave is kept beside it.
@@ -72,9 +107,9 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
             if rep is mrn_rep:
                 continue
             if rep.component(5).strip().upper() in _NATIONAL_TYPES:
-                add(dt.identifier(rep, ctx.hospital, system=NATIONAL_ID_SYSTEM))
+                add(dt.identifier(rep, hospital, system=NATIONAL_ID_SYSTEM))
             else:
-                add(dt.identifier(rep, ctx.hospital))
+                add(dt.identifier(rep, hospital))
     ssn = pid.value(19).strip()
     if ssn:
         add({"value": ssn, "type": {"coding": [{"system": vocab.V2_0203, "code": "SS"}]}})
@@ -93,21 +128,21 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
     birth_date = dt.fhir_date(birth, "PID-7")
     if birth_date:
         patient["birthDate"] = birth_date
-        birth_time = dt.fhir_datetime(birth, "PID-7", ctx.tz)
+        birth_time = dt.fhir_datetime(birth, "PID-7", tz)
         if birth_time and "T" in birth_time:
             patient["_birthDate"] = {"extension": [{"url": vocab.BIRTH_TIME_EXT, "valueDateTime": birth_time}]}
-    addresses = [a for a in (dt.address(r, ctx.tz) for r in pid.field(11).repetitions) if a]
+    addresses = [a for a in (dt.address(r, tz) for r in pid.field(11).repetitions) if a]
     if addresses:
         patient["address"] = addresses
     telecom = [t for n, use in ((13, "home"), (14, "work"), (40, None))
-               for t in (dt.contact_point(r, use, ctx.tz) for r in pid.field(n).repetitions) if t]
+               for t in (dt.contact_point(r, use, tz) for r in pid.field(n).repetitions) if t]
     if telecom:
         patient["telecom"] = telecom
     marital = pid.value(16).strip().upper()
     if marital in vocab.MARITAL:
         m_code, m_display = vocab.MARITAL[marital]
         patient["maritalStatus"] = {"coding": [{"system": vocab.MARITAL_STATUS, "code": m_code, "display": m_display}]}
-    death = dt.fhir_datetime(pid.value(29), "PID-29", ctx.tz)
+    death = dt.fhir_datetime(pid.value(29), "PID-29", tz)
     if death:
         patient["deceasedDateTime"] = death
     else:
@@ -119,7 +154,7 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
         patient["multipleBirthInteger"] = int(order)
     elif pid.value(24).strip().upper() in ("Y", "N"):
         patient["multipleBirthBoolean"] = pid.value(24).strip().upper() == "Y"
-    return ctx.add(patient)
+    return mrn, pid_id, patient
 
 
 def _relationship(ctx: Context, rep: Repetition) -> dict | None:

@@ -12,6 +12,7 @@ otherwise truncated to its date, since inventing a zone would shift the instant 
 from __future__ import annotations
 
 import calendar
+import re
 from functools import lru_cache
 from urllib.parse import quote
 
@@ -40,57 +41,54 @@ def _invalid(field: str) -> RecordError:
 _MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def _is_digits(text: str) -> bool:
-    # Only 0-9: str.isdigit alone would also accept other scripts' digits and superscripts.
-    return text.isascii() and text.isdigit()
+# YYYY[MM[DD[HH[MM[SS]]]]][.S+][+/-ZZZZ] in ASCII digits ([0-9]: other scripts' digits are no DTM).
+# Timestamps are nearly all distinct, so this runs for most values: one C-level match instead of a dozen
+# string operations. The ranges, and the rule that a fraction needs all six parts, are checked after it.
+_DTM_SHAPE = re.compile(r"([0-9]{4}(?:[0-9]{2}){0,5})(?:\.([0-9]+))?(?:([+-])([0-9]{2})([0-9]{2}))?")
 
 
-# Memoised: one message repeats its timestamps (MSH-7, EVN-2, OBR-7, each OBX-14) and a patient's
-# dates recur across messages. The keys are date strings, which may be PHI (a birth date): the cache
-# is bounded, lives in this process's memory only, and is never logged or written anywhere.
-@lru_cache(maxsize=8192)
-def _dtm(value: str) -> tuple[tuple[str, ...], str, str | None] | None:
+def _read_dtm(value: str) -> tuple[tuple[str, ...], str, str | None] | None:
     """-> ((YYYY, MM, DD, hh, mm, ss) present parts, fraction, offset '+hh:mm' or None); None when
     `value` is not a valid DTM (the caller raises, naming its field)."""
-    v = value.strip()
+    match = _DTM_SHAPE.fullmatch(value.strip())
+    if match is None:
+        return None
+    v, fraction, sign, tz_hh, tz_mm = match.groups()
+    n = len(v)
+    if fraction is None:
+        fraction = ""
+    elif n != 14:
+        return None
     offset = None
-    cut = max(v.rfind("+"), v.rfind("-"))
-    if cut >= 4:
-        tz, v = v[cut:], v[:cut]
-        digits = tz[1:]
-        if len(digits) != 4 or not _is_digits(digits):
-            return None
-        hh, mm = int(digits[:2]), int(digits[2:])
+    if sign is not None:
+        hh, mm = int(tz_hh), int(tz_mm)
         if hh > 14 or mm > 59 or (hh == 14 and mm):
             return None
-        offset = f"{tz[0]}{digits[:2]}:{digits[2:]}"
-    fraction = ""
-    if "." in v:
-        v, fraction = v.split(".", 1)
-        if len(v) != 14 or not fraction or not _is_digits(fraction):
-            return None
-    n = len(v)
-    if n not in (4, 6, 8, 10, 12, 14) or not _is_digits(v):
-        return None
-    parts = (v[0:4],) + tuple(v[i:i + 2] for i in range(4, n, 2))
-    year = int(parts[0])
+        offset = f"{sign}{tz_hh}:{tz_mm}"
+    year = int(v[:4])
     if year < 1:
         return None
     if n > 4:
-        month = int(parts[1])
+        month = int(v[4:6])
         if not 1 <= month <= 12:
             return None
         if n > 6:
             days = _MONTH_DAYS[month] + (month == 2 and calendar.isleap(year))
-            if not 1 <= int(parts[2]) <= days:
+            if not 1 <= int(v[6:8]) <= days:
                 return None
-            if n > 8 and int(parts[3]) > 23:
+            if n > 8 and int(v[8:10]) > 23:
                 return None
-            if n > 10 and int(parts[4]) > 59:
+            if n > 10 and int(v[10:12]) > 59:
                 return None
-            if n > 12 and int(parts[5]) > 59:
+            if n > 12 and int(v[12:14]) > 59:
                 return None
-    return parts, fraction, offset
+    return (v[:4], v[4:6], v[6:8], v[8:10], v[10:12], v[12:14])[:n // 2 - 1], fraction, offset
+
+
+# Memoised: a patient's dates (birth, admission) recur across messages. The keys are date strings, which
+# may be PHI (a birth date): the cache is bounded, lives in this process's memory only, and is never
+# logged or written anywhere.
+_dtm = lru_cache(maxsize=8192)(_read_dtm)
 
 
 def _parse_dtm(value: str, field: str) -> tuple[tuple[str, ...], str, str | None]:
@@ -121,9 +119,11 @@ def _format_datetime(parsed: tuple[tuple[str, ...], str, str | None], tz: str | 
 _INVALID = object()
 
 
-@lru_cache(maxsize=8192)  # same keys as `_dtm` (plus the hospital's offset): bounded, memory only, PHI-safe
+# Memoised: one message repeats its timestamps (MSH-7, EVN-2, OBR-7, PV1-44 of each PV1). Same keys as
+# `_dtm` (plus the hospital's offset): bounded, memory only, PHI-safe.
+@lru_cache(maxsize=8192)
 def _datetime(value: str, tz: str | None) -> str | object:
-    parsed = _dtm(value)
+    parsed = _read_dtm(value)  # not `_dtm`: a value new here is nearly always new there too
     return _INVALID if parsed is None else _format_datetime(parsed, tz)
 
 

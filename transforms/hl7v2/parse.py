@@ -323,6 +323,15 @@ class Segment:
         return len(self._fields) - 1
 
     @property
+    def fields(self) -> tuple[str, ...]:
+        """The raw fields as split (index 0 is the segment name): with `delimiters`, all a segment is."""
+        return tuple(self._fields)
+
+    @property
+    def delimiters(self) -> Delimiters:
+        return self._d
+
+    @property
     def raw(self) -> str:
         """The segment as sent (after line joining), for keys; never for messages or logs."""
         return self._d.field.join(self._fields)

@@ -395,3 +395,24 @@ def test_bad_z_segment_configuration_is_refused_with_its_place(rule, message):
     with pytest.raises(ValueError, match=message) as err:
         check_overrides({"z_segments": [rule]})
     assert "hl7v2.z_segments[1]" in str(err.value)
+
+
+def test_a_patient_mapped_again_from_the_memo_is_a_fresh_equal_dict(terminology):
+    # The PID of a patient's messages is mapped once and kept packed: every message gets its own copy,
+    # so what one message adds (MRG link, Z-segment identifiers) never reaches another.
+    first = by_type(convert(ADT_A01, terminology), "Patient")[0]
+    merged = msg(MSH_ADT_A01.replace("ADT^A01^ADT_A01", "ADT^A40^ADT_A39"), PID, "MRG|OLD777^^^HOSPA^MR")
+    [linked] = message_to_resources(merged, hospital=HOSPITAL, terminology=terminology)
+    again = by_type(convert(ADT_A03, terminology), "Patient")[0]
+    assert "link" in linked and "link" not in first and "link" not in again
+    assert again == first and again is not first
+    assert again["identifier"] is not first["identifier"]
+
+
+def test_a_patient_msgpack_cannot_hold_is_mapped_without_the_memo(terminology):
+    # PID-25 birth order beyond 64 bits: msgpack has no form for it, so that PID is mapped each time
+    # (and FHIR validation then refuses the integer, as it would have without the memo).
+    pid = PID + "|" * 12 + "9" * 30
+    for _ in range(2):
+        resources = message_to_resources(msg(MSH_ADT_A01, pid, PV1), hospital=HOSPITAL, terminology=terminology)
+        assert by_type(resources, "Patient")[0]["multipleBirthInteger"] == int("9" * 30)
