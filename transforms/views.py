@@ -16,6 +16,8 @@ from transforms.arrow import map_rows
 __all__ = ["apply_view", "view_columns"]
 
 _SPARK_TYPES = {"boolean": "boolean", "integer": "long", "positiveInt": "long", "unsignedInt": "long", "integer64": "long", "decimal": "double"}
+#: The Python type a value of each Spark type already has when `_cast` would return it unchanged.
+_READY = {"string": str, "long": int, "double": float, "boolean": bool}
 
 
 def view_columns(view: dict) -> list[tuple[str, str]]:
@@ -62,12 +64,15 @@ def apply_view(silver, view: dict, *, passthrough: tuple[str, ...] = ("hospital"
     columns = _spark_columns(compiled)
     out = [(name, "string") for name in passthrough] + columns
     names = [name for name, _ in out]
-    casts = [_caster(kind) for _, kind in columns]
+    # Most values already have their column's type (a str for a string column): only the others, and
+    # None, take the call to their caster.
+    converters = [(_READY[kind], _caster(kind)) for _, kind in columns]
 
     def rows(row: dict):
         resource = fastjson.loads(row["resource"])  # the row's only parse; the view reads the parsed object
         head = [row[name] for name in passthrough]
         for values in compiled.evaluate_tuples(resource):
-            yield dict(zip(names, head + [cast(value) for cast, value in zip(casts, values)]))
+            yield dict(zip(names, head + [value if type(value) is ready else cast(value)
+                                          for (ready, cast), value in zip(converters, values)]))
 
     return map_rows(silver.select("resource", *passthrough), rows, out)

@@ -21,3 +21,19 @@ def test_apply_view_keeps_passthrough_and_serializes_collections(spark):
     (row,) = apply_view(silver, VIEW).collect()
     assert row.asDict() == {"hospital": "h1", "person_key": "pk1", "id": "p1", "born": "1980-05-17", "deceased": False,
                             "given": json.dumps(["Ana", "María"], ensure_ascii=False)}
+
+
+def test_values_of_the_column_type_skip_the_caster_unchanged():
+    # apply_view hands a value to its caster only when its type is not already the column's.
+    from transforms.views import _READY, _caster
+
+    values = [None, "x", "", 5, 0, -3, 5.0, 0.5, float("inf"), True, False, [1, "a"], {"a": 1}, 2 ** 70]
+    for kind, ready in _READY.items():
+        cast = _caster(kind)
+        for value in values:
+            try:
+                expected = cast(value)
+            except (TypeError, ValueError, OverflowError) as exc:
+                expected = type(exc)
+            if type(value) is ready:
+                assert type(expected) is type(value) and expected == value, (kind, value)

@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 
 from .errors import FhirPathError, ViewError
 from .fhirpath import Env, compile_path
+from .fhirpath._fast import Fallback
 from .fhirpath._model import COMPLEX_TYPES, PRIMITIVE_TYPES
 
 __all__ = ["CompiledView", "compile_view"]
@@ -44,14 +45,26 @@ def _check_keys(obj: dict, allowed: set, where: str) -> None:
 
 
 class _Column:
-    __slots__ = ("name", "type", "collection", "path", "fn", "where", "row_index")
+    __slots__ = ("name", "type", "collection", "path", "fn", "fast", "where", "row_index")
 
-    def __init__(self, name, type_, collection, path, fn, where):
+    def __init__(self, name, type_, collection, path, fn, where, fast=None):
         self.name, self.type, self.collection, self.path, self.fn, self.where = (
             name, type_, collection, path, fn, where)
+        # The fast path gives a single value, so it serves only columns that are not collections.
+        self.fast = None if collection else fast
         self.row_index = "%rowIndex" in path
 
     def value(self, focus: list, env: Env):
+        fast = self.fast
+        if fast is not None and len(focus) == 1:
+            try:
+                return fast(focus[0])
+            except Fallback:
+                pass
+        return self.general(focus, env)
+
+    def general(self, focus: list, env: Env):
+        """`value` by the general compiled expression alone."""
         try:
             values = self.fn(focus, env)
         except FhirPathError as exc:
@@ -138,6 +151,16 @@ class _Select:
         return parts
 
 
+def _flat_columns(root: _Select):
+    """The columns of a view whose every select is plain columns on the resource itself, else None."""
+    columns: list = []
+    for sel in root.selects:
+        if sel.mode is not None or sel.selects or sel.union or not sel.columns:
+            return None
+        columns.extend(sel.columns)
+    return tuple(columns)
+
+
 def _product(parts: list[list[tuple]]) -> Iterable[tuple]:
     if all(len(p) == 1 for p in parts):
         return [tuple(itertools.chain.from_iterable(p[0] for p in parts))]
@@ -157,15 +180,30 @@ class CompiledView:
         self._root = root
         self._wheres = wheres
         self._names = tuple(c[0] for c in columns)
+        self._flat = _flat_columns(root)
+        #: The fast functions of all `_flat` columns, when every one has one: a row is then one pass.
+        self._flat_fast = None
+        if self._flat is not None and all(c.fast is not None for c in self._flat):
+            self._flat_fast = tuple(c.fast for c in self._flat)
 
     @property
     def column_names(self) -> list[str]:
         return list(self._names)
 
-    def _accepts(self, resource: dict, env: Env) -> bool:
-        for where, path, fn in self._wheres:
+    def _accepts(self, resource: dict) -> bool:
+        for where, path, fn, fast in self._wheres:
+            if fast is not None:
+                try:
+                    found = fast(resource)
+                    if found is True:
+                        continue
+                    if found is False or found is None:  # [false] or empty: the resource is left out
+                        return False
+                    # not a boolean: the general path below raises the error
+                except Fallback:
+                    pass
             try:
-                result = fn([resource], env)
+                result = fn([resource], Env(resource, 0))
             except FhirPathError as exc:
                 raise FhirPathError(f"{where}: evaluating {path!r}: {exc}") from None
             if not result:
@@ -186,10 +224,36 @@ class CompiledView:
         """`evaluate` with each row as a tuple of the column values in `columns` order (no dicts built)."""
         if type(resource) is not dict or resource.get("resourceType") != self.resource:
             return []
-        env = Env(resource, 0)
-        if self._wheres and not self._accepts(resource, env):
+        if self._wheres and not self._accepts(resource):
             return []
+        if self._flat_fast is not None:
+            try:
+                return [tuple([fast(resource) for fast in self._flat_fast])]
+            except Fallback:
+                pass  # a column needs the general engine: the row column by column, below
+        env = Env(resource, 0)
+        if self._flat is not None:
+            return [self._flat_row(resource, env)]
         return self._root.rows(resource, env)
+
+    def _flat_row(self, resource: dict, env: Env) -> tuple:
+        """The one row of a view without forEach, repeat, unionAll or nested selects: its columns in order,
+        the same as `_Select.rows` gives, without the partial rows."""
+        values = []
+        append = values.append
+        focus = None
+        for column in self._flat:
+            fast = column.fast
+            if fast is not None:
+                try:
+                    append(fast(resource))
+                    continue
+                except Fallback:
+                    pass
+            if focus is None:
+                focus = [resource]
+            append(column.general(focus, env))
+        return tuple(values)
 
     def evaluate_many(self, resources: Iterable[dict]) -> Iterator[dict]:
         """Rows for each resource in turn; resources of other types are skipped."""
@@ -272,7 +336,8 @@ class _ViewCompiler:
             _check_keys(w, _WHERE_KEYS, where)
             if "path" not in w:
                 raise ViewError(f"{where}: 'path' is required")
-            out.append((where, w["path"], self.path(w["path"], f"{where}.path").fn))
+            compiled = self.path(w["path"], f"{where}.path")
+            out.append((where, w["path"], compiled.fn, compiled.fast))
         return out
 
     def select(self, sel, where: str, columns: list) -> _Select:
@@ -376,7 +441,7 @@ class _ViewCompiler:
                 suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise ViewError(f"{where}: unknown FHIR type {type_!r}{suggestion}")
         compiled = self.path(col["path"], f"{where}.path")
-        return _Column(name, type_, collection, col["path"], compiled.fn, where)
+        return _Column(name, type_, collection, col["path"], compiled.fn, where, compiled.fast)
 
 
 def compile_view(view: dict) -> CompiledView:

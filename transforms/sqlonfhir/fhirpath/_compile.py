@@ -46,14 +46,20 @@ class Env:
 
 
 class CompiledPath:
-    """A compiled FHIRPath expression; call ``evaluate(node)`` or use the raw ``fn`` for speed."""
+    """A compiled FHIRPath expression; call ``evaluate(node)`` or use the raw ``fn`` for speed.
 
-    __slots__ = ("expression", "fn", "type_hint")
+    `fast`, when not None, is ``node -> value``: what a view column gets from ``fn([node], env)`` (None
+    for empty, else the only item), computed without collections for the common shapes; it raises
+    `Fallback` where ``fn`` must decide (see _fast.py).
+    """
 
-    def __init__(self, expression: str, fn: Fn, type_hint: str | None):
+    __slots__ = ("expression", "fn", "type_hint", "fast")
+
+    def __init__(self, expression: str, fn: Fn, type_hint: str | None, fast=None):
         self.expression = expression
         self.fn = fn
         self.type_hint = type_hint
+        self.fast = fast
 
     def evaluate(self, node, *, resource=None, row_index: int = 0) -> list:
         """Evaluate on one node (a resource or element); the result is always a list (a collection)."""
@@ -412,6 +418,9 @@ class Compiler:
 
 def compile_path(expression: str, constants: dict | None = None) -> CompiledPath:
     """Parse and compile a FHIRPath expression; `constants` supply ``%name`` values."""
+    from ._fast import compile_fast
+
     tree = parse(expression)
-    fn, hint = Compiler(expression, constants).compile(tree)
-    return CompiledPath(expression, fn, hint)
+    compiler = Compiler(expression, constants)
+    fn, hint = compiler.compile(tree)
+    return CompiledPath(expression, fn, hint, compile_fast(tree, compiler))
