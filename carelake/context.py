@@ -60,3 +60,4 @@ class RunContext:
     as_of: date = field(default_factory=lambda: datetime.now(timezone.utc).date())
     progress: Progress = field(default_factory=lambda: Progress(enabled=sys.stderr.isatty()))
     results: dict = field(default_factory=dict)  # stage -> its summary dict
+    stages: tuple[str, ...] = ()  # the stages this run does, in order (set by carelake.pipeline.run_pipeline)

@@ -121,6 +121,11 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
         types = sorted(t for t in per_type if t is not None)
         note["detail"] = f"{'all' if not incremental else 'new'} records; resource types: {', '.join(types) or 'none'}"
 
+    if {"validate", "curate", "marts"} & set(ctx.stages):
+        # the rest of this stage is engine work that leaves the GIL and part of a core free
+        from carelake.quality import import_in_background
+
+        import_in_background()
     written: dict = {}
     linkage: dict = {}
     unmapped: dict = {}

@@ -66,14 +66,11 @@ def run_pipeline(config: Config | Path | str | None, workdir: Path | str | None,
     lake = Lake.from_config(config, workdir, run_id=run_id)  # staging private to this run
     lake.sweep_staging()
     ctx = RunContext(config, lake, get_spark(config.engine), run_id=run_id,
-                     as_of=as_of or datetime.now(timezone.utc).date(), progress=progress or Progress(enabled=False))
+                     as_of=as_of or datetime.now(timezone.utc).date(), progress=progress or Progress(enabled=False),
+                     stages=tuple(stages))
     summary = RunSummary(ctx.run_id, stages)
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if stages[0] in ("ingest", "normalize") and {"validate", "curate", "marts"} & set(stages):
-        from carelake.quality import import_in_background
-
-        import_in_background()
     inputs = _inputs(ctx, hospitals, received_between) if "ingest" in stages else []
     detail = None
     for name in stages:

@@ -92,9 +92,11 @@ def _gx():
 def import_in_background() -> threading.Thread:
     """Start importing Great Expectations in a daemon thread; return the thread.
 
-    The import is 5-9 s of single-threaded Python (GE, scipy, sqlalchemy, altair). A run that ingests or
-    normalizes before it validates starts it first, so that it overlaps work the engine and the UDF
-    workers do, instead of holding up the validate stage on one core. A failed import is left for the
+    The import is 5-9 s of single-threaded Python (GE, scipy, sqlalchemy, altair). A run that normalizes
+    before it validates starts it once the records are mapped (`carelake.normalize.run`): the rest of
+    normalize is engine work, which leaves the GIL and part of a core free, so the import no longer holds
+    up the validate stage. Not earlier: while UDF workers map, the import's hold on the GIL delays the
+    client threads that feed them (ingest took 5-7 s longer, measured). A failed import is left for the
     validate stage to raise, with its own message.
     """
     def run() -> None:
