@@ -465,24 +465,19 @@ class _FastCompiler:
     def logic(op: str, left, right):
         a, a_raises = left
         b, b_raises = right
-        if op == "and":
-            def fn(item):
-                x = a(item)
-                if x is False:
-                    return False
-                y = b(item)
-                if y is False:
-                    return False
-                return True if x is True and y is True else None
-        else:
-            def fn(item):
-                x = a(item)
-                if x is True:
-                    return True
-                y = b(item)
-                if y is True:
-                    return True
-                return False if x is False and y is False else None
+        # three-valued logic: False decides an `and`, True an `or`; both sides the other value give it,
+        # anything else (an empty side) gives empty
+        decides = op != "and"
+        other = not decides
+
+        def fn(item):
+            x = a(item)
+            if x is decides:
+                return decides
+            y = b(item)
+            if y is decides:
+                return decides
+            return other if x is other and y is other else None
         return fn, a_raises or b_raises
 
     @staticmethod
