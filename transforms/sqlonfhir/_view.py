@@ -239,21 +239,8 @@ class CompiledView:
     def _flat_row(self, resource: dict, env: Env) -> tuple:
         """The one row of a view without forEach, repeat, unionAll or nested selects: its columns in order,
         the same as `_Select.rows` gives, without the partial rows."""
-        values = []
-        append = values.append
-        focus = None
-        for column in self._flat:
-            fast = column.fast
-            if fast is not None:
-                try:
-                    append(fast(resource))
-                    continue
-                except Fallback:
-                    pass
-            if focus is None:
-                focus = [resource]
-            append(column.general(focus, env))
-        return tuple(values)
+        focus = [resource]
+        return tuple([column.value(focus, env) for column in self._flat])
 
     def evaluate_many(self, resources: Iterable[dict]) -> Iterator[dict]:
         """Rows for each resource in turn; resources of other types are skipped."""

@@ -483,29 +483,25 @@ class _FastCompiler:
     @staticmethod
     def equality(left: _Coll, test):
         """``x = 'text'`` / ``x != 'text'``: `test` is the general operator's own test of one string."""
-        single = left.single
-
-        def fn(item):
-            value = single(item)
-            if value is None:
-                return None
-            if type(value) is not str:
-                raise Fallback
-            return test(value)
-        return fn, left.raises
+        return _on_string(left, test), left.raises
 
     @staticmethod
     def affix(subject: _Coll, starts: bool, const: str):
-        single = subject.single
+        return _on_string(subject, (lambda value: value.startswith(const)) if starts else (lambda value: value.endswith(const)))
 
-        def fn(item):
-            value = single(item)
-            if value is None:
-                return None
-            if type(value) is not str:
-                raise Fallback
-            return value.startswith(const) if starts else value.endswith(const)
-        return fn
+
+def _on_string(subject: _Coll, test):
+    """``item -> test(the subject's one value)``: None when it is empty, Fallback when it is not a string."""
+    single = subject.single
+
+    def fn(item):
+        value = single(item)
+        if value is None:
+            return None
+        if type(value) is not str:
+            raise Fallback
+        return test(value)
+    return fn
 
 
 def compile_fast(tree, compiler):
