@@ -12,7 +12,9 @@
    seconds of the whole process tree, resources/s, and peak RSS of the process tree (the Sail server
    and the UDF workers are in it), sampled every 0.1 s with psutil.
 3. The naive baseline, on the same landing files: the obvious per-record Python loop (split, map,
-   validate every resource with fhir.resources, evaluate the views, de-identify, write with deltalake).
+   validate every resource with fhir.resources, keep the latest resource per id, evaluate the views,
+   de-identify, write with deltalake). Its `resources` are distinct resources kept, as carelake's are.
+   `--baseline-records N` runs it on a uniform random sample of N records instead of all of them.
 4. With `--engines sail,spark` and Java present: the same transforms on classic PySpark (local[2], no
    Delta jars, so Parquet) in a child process (`bench/spark_child.py`).
 
@@ -217,8 +219,15 @@ def run_carelake(conf: Path, workdir: Path, monitor: TreeMonitor) -> dict:
 # -- the naive baseline ---------------------------------------------------------------------------
 
 
-def run_baseline(conf: Path, out_dir: Path, *, limit: int | None = None) -> dict:
-    """The obvious per-record pipeline: a Python loop on the driver over every record and resource."""
+def run_baseline(conf: Path, out_dir: Path, *, limit: int | None = None, seed: int = 7) -> dict:
+    """The obvious per-record pipeline: a Python loop on the driver over every record and resource.
+
+    Like carelake's silver it keeps the latest resource per id (a dict, as such a script would), so
+    `resources` counts what carelake's figure counts: distinct resources kept, not every copy of a
+    Patient that each HL7 v2 message repeats. With `limit`, it runs on a uniform random sample of that
+    many records (drawn before the clock starts, so the feeds' mix is the input's); a sample repeats
+    fewer ids than the whole input and its split is not timed, both in the baseline's favour.
+    """
     from deltalake import write_deltalake
     import pyarrow as pa
 
@@ -243,14 +252,13 @@ def run_baseline(conf: Path, out_dir: Path, *, limit: int | None = None) -> dict
         lines = [(l["column"], l["action"], l.get("as", l["column"])) for l in table_policy["columns"] if l["action"] != "drop"]
         tables.setdefault(view["resource"], []).append((name, compile_view(view), lines))
 
-    started = time.monotonic()
-    records = resources = 0
-    silver: dict[str, list] = {}
-    gold: dict[str, list] = {}
     files = landing_files(config.feeds, lake.landing, config.csv_mappings)
-    for row in _round_robin([split_file(landing) for landing in files]):
-        if limit and records >= limit:
-            break
+    everything = (row for landing in files for row in split_file(landing))
+    sample = _sample(everything, limit, seed) if limit else None
+    started = time.monotonic()
+    records = 0
+    silver: dict[str, dict] = {}
+    for row in sample if sample is not None else everything:
         records += 1
         try:
             found = _resources(row, mapping)
@@ -259,36 +267,42 @@ def run_baseline(conf: Path, out_dir: Path, *, limit: int | None = None) -> dict
         except Exception:
             continue  # quarantined: the baseline only counts what it keeps
         for resource in found:
-            if resource.get("resourceType") not in RESOURCE_TABLES:
-                continue
-            resources += 1
+            table = RESOURCE_TABLES.get(resource.get("resourceType"))
+            if table is not None:  # a later delivery of the same id replaces the earlier one
+                silver.setdefault(table, {})[resource["id"]] = (row["hospital"], row["record_id"], resource)
+    gold: dict[str, list] = {}
+    for table, kept in silver.items():
+        rows = []
+        for hospital, record_id, resource in kept.values():
             text = json.dumps(resource, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-            silver.setdefault(RESOURCE_TABLES[resource["resourceType"]], []).append(
-                {"id": resource["id"], "hospital": row["hospital"], "record_id": row["record_id"], "resource": text})
+            rows.append({"id": resource["id"], "hospital": hospital, "record_id": record_id, "resource": text})
             for name, compiled, lines in tables.get(resource["resourceType"], []):
                 for flat in compiled.evaluate(json.loads(text)):
-                    flat = {**flat, "hospital": row["hospital"], "person_key": resource.get("id")}
+                    flat = {**flat, "hospital": hospital, "person_key": resource.get("id")}
                     gold.setdefault(name, []).append(
                         {out: _deid(deid, action, flat.get(column), policy, flat.get("person_key")) for column, action, out in lines})
-    for name, rows in silver.items():
-        write_deltalake(str(out_dir / "silver" / name), pa.Table.from_pylist(rows), mode="overwrite")
+        write_deltalake(str(out_dir / "silver" / table), pa.Table.from_pylist(rows), mode="overwrite")
     for name, rows in gold.items():
         table = pa.Table.from_pylist([{k: (None if v is None else str(v)) for k, v in r.items()} for r in rows])
         write_deltalake(str(out_dir / "gold" / name), table, mode="overwrite")
     seconds = time.monotonic() - started
+    resources = sum(map(len, silver.values()))
     return {"records": records, "limited_to": limit, "resources": resources, "gold_rows": sum(map(len, gold.values())),
             "seconds": round(seconds, 1), "resources_per_s": round(resources / seconds) if seconds else None}
 
 
-def _round_robin(iterators):
-    """One record from each file in turn: a run cut short by `limit` still samples every feed."""
-    live = list(iterators)
-    while live:
-        for iterator in list(live):
-            try:
-                yield next(iterator)
-            except StopIteration:
-                live.remove(iterator)
+def _sample(rows, size: int, seed: int) -> list:
+    """A uniform random sample of `size` rows in their input order (reservoir sampling, one pass)."""
+    import random
+
+    chosen: list = []
+    draw = random.Random(seed)
+    for seen, row in enumerate(rows):
+        if seen < size:
+            chosen.append((seen, row))
+        elif (slot := draw.randrange(seen + 1)) < size:
+            chosen[slot] = (seen, row)
+    return [row for _, row in sorted(chosen, key=lambda pair: pair[0])]
 
 
 def _deid(deid, action, value, policy, person):
@@ -346,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--engines", default="sail", help="comma-separated: sail, spark")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--baseline-records", type=int, default=None,
-                        help="stop the naive baseline after this many records (its rate is what counts)")
+                        help="run the naive baseline on a random sample of this many records (its rate is what counts)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--json", action="store_true")
@@ -385,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
             if not args.no_baseline:
                 monitor.reset_peak()
                 cpu = monitor.cpu_seconds()
-                baseline = run_baseline(conf, workdir / "baseline-out", limit=args.baseline_records)
+                baseline = run_baseline(conf, workdir / "baseline-out", limit=args.baseline_records, seed=args.seed)
                 baseline["peak_rss_mb"] = round(monitor.peak)
                 baseline["cpu_seconds"] = round(monitor.cpu_seconds() - cpu, 1)
                 baseline["resources_per_cpu_s"] = round(baseline["resources"] / baseline["cpu_seconds"]) if baseline["cpu_seconds"] else None
