@@ -19,7 +19,8 @@ from pyspark.sql import functions as F
 from carelake.context import RunContext
 from transforms.ids import resource_id
 from transforms.linkage import linkage_metrics, person_keys
-from transforms.normalize import RESOURCE_TABLES, STANDARD_SYSTEMS, Mapping, mapping_fingerprint, normalize_records
+from transforms.normalize import (RESOURCE_TABLES, STANDARD_SYSTEMS, Mapping, mapping_fingerprint, normalize_records,
+                                  record_outcomes)
 
 __all__ = ["run", "mapping_for", "SILVER_COLUMNS", "CORE_TABLES", "conservation", "unmapped_codes", "STANDARD_SYSTEMS"]
 
@@ -131,10 +132,7 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
     unmapped: dict = {}
     if per_type:
         with ctx.progress.step("normalize: record outcomes and quarantine"):
-            per_record = staged.groupBy("record_id", "hospital", "feed", "source", "position").agg(
-                F.first("outcome").alias("outcome"), F.first("error_code", ignorenulls=True).alias("error_code"),
-                F.first("reason", ignorenulls=True).alias("reason"), F.count("id").alias("resources"),
-            ).withColumn("mapping", F.lit(fingerprint))
+            per_record = record_outcomes(staged).withColumn("mapping", F.lit(fingerprint))
             lake.overwrite(per_record, "staging.record_outcomes")  # one row per record, read by two MERGEs
             per_record = lake.read(spark, "staging.record_outcomes")
             quarantine = per_record.select(*[F.lit("normalize").alias(c) if c == "stage" else F.col(c) for c in QUARANTINE_COLUMNS])

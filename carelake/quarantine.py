@@ -34,7 +34,7 @@ def retry(ctx: RunContext, *, code: str | None = None, hospital: str | None = No
     """Normalize the selected quarantined records again; returns how many were retried and recovered."""
     from carelake.normalize import QUARANTINE_COLUMNS, SILVER_COLUMNS, _latest_per_id, conservation, mapping_for
     from transforms.linkage import person_keys
-    from transforms.normalize import RESOURCE_TABLES, mapping_fingerprint, normalize_records
+    from transforms.normalize import RESOURCE_TABLES, mapping_fingerprint, normalize_records, record_outcomes
 
     lake, spark = ctx.lake, ctx.spark
     if not lake.exists("phi.quarantine") or not lake.exists("bronze.records"):
@@ -49,10 +49,7 @@ def retry(ctx: RunContext, *, code: str | None = None, hospital: str | None = No
     with ctx.progress.step("quarantine retry: normalize the quarantined records") as note:
         lake.overwrite(normalize_records(bronze, mapping), "staging.retry")
         staged = lake.read(spark, "staging.retry")
-        per_record = staged.groupBy("record_id", "hospital", "feed", "source", "position").agg(
-            F.first("outcome").alias("outcome"), F.first("error_code", ignorenulls=True).alias("error_code"),
-            F.first("reason", ignorenulls=True).alias("reason"), F.count("id").alias("resources"),
-        )
+        per_record = record_outcomes(staged)
         # the same record_status layout as the normalize stage (which skips records of this mapping)
         status = lake.read(spark, "phi.record_status") if lake.exists("phi.record_status") else None
         if status is None or "mapping" in status.columns:

@@ -6,7 +6,11 @@ quarantined record:
     record_id, hospital, feed, source, position, received_at,
     outcome (normalized | quarantined), error_code, reason (no PHI: names fields, never values),
     resource_type, id, patient_id (the Patient the resource belongs to), national_id (Patients only,
-    for person linkage), resource (FHIR JSON)
+    for person linkage), resource (FHIR JSON), updated (meta.lastUpdated), unmapped (local codings
+    without a standard one), record_resources (on the record's first row only: how many resources
+    the record gave, 0 when quarantined; null on its other rows)
+
+`record_outcomes` turns these rows into one outcome per record.
 
 A record is normalized whole or quarantined whole: if one of its resources fails FHIR validation, none
 of them reaches silver, so ``bronze = normalized + quarantined`` holds record by record.
@@ -26,7 +30,7 @@ from transforms.fast_validate import validate
 from transforms.systems import ICD10, LOINC, NATIONAL_ID_SYSTEM, SNOMED, UCUM
 from transforms.terminology import Terminology
 
-__all__ = ["NORMALIZED_COLUMNS", "Mapping", "normalize_records", "normalize_record", "RESOURCE_TABLES",
+__all__ = ["NORMALIZED_COLUMNS", "OUTCOME_COLUMNS", "Mapping", "normalize_records", "normalize_record", "record_outcomes", "RESOURCE_TABLES",
            "STANDARD_SYSTEMS", "CODE_ELEMENTS", "mapping_fingerprint"]
 
 NORMALIZED_COLUMNS = [
@@ -34,7 +38,10 @@ NORMALIZED_COLUMNS = [
     ("position", "long"), ("received_at", "string"), ("outcome", "string"), ("error_code", "string"),
     ("reason", "string"), ("resource_type", "string"), ("id", "string"), ("patient_id", "string"),
     ("national_id", "string"), ("resource", "string"), ("updated", "string"), ("unmapped", "string"),
+    ("record_resources", "int"),
 ]
+#: `record_outcomes`' columns: one row per record
+OUTCOME_COLUMNS = ["record_id", "hospital", "feed", "source", "position", "outcome", "error_code", "reason", "resources"]
 
 #: Code systems that count as standard; a coded element with none of them is "unmapped".
 STANDARD_SYSTEMS = (LOINC, SNOMED, ICD10, UCUM, "http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/cvx",
@@ -164,17 +171,19 @@ def normalize_record(row: dict, mapping: Mapping) -> Iterator[dict]:
             if resource.get("resourceType") not in RESOURCE_TABLES:
                 raise RecordError("UNSUPPORTED", f"resource type {resource.get('resourceType')} has no silver table")
     except RecordError as exc:
-        yield {**base, "outcome": "quarantined", "error_code": exc.code, "reason": exc.reason}
+        yield {**base, "outcome": "quarantined", "error_code": exc.code, "reason": exc.reason, "record_resources": 0}
         return
     except Exception as exc:  # a mapper bug must not take the run down; the record waits for a retry
-        yield {**base, "outcome": "quarantined", "error_code": "MAPPING_BUG", "reason": f"{type(exc).__name__} in the {row['feed']} mapping"}
+        yield {**base, "outcome": "quarantined", "error_code": "MAPPING_BUG", "reason": f"{type(exc).__name__} in the {row['feed']} mapping",
+               "record_resources": 0}
         return
-    for resource in resources:
+    for number, resource in enumerate(resources):
         yield {
             **base, "outcome": "normalized", "resource_type": resource["resourceType"], "id": resource["id"],
             "patient_id": _patient_id(resource), "national_id": _national_id(resource),
             "resource": fastjson.dumps(resource),  # the stdlib's compact sorted text, byte for byte
             "updated": (resource.get("meta") or {}).get("lastUpdated"), "unmapped": _unmapped(resource),
+            "record_resources": None if number else len(resources),
         }
 
 
@@ -188,3 +197,11 @@ def normalize_records(bronze, mapping: Mapping, *, partitions: int | None = None
     if partitions:
         bronze = bronze.repartition(partitions, "record_id")
     return map_rows(bronze, lambda row: normalize_record(row, mapping), NORMALIZED_COLUMNS)
+
+
+def record_outcomes(normalized):
+    """Rows of `normalize_records` -> `OUTCOME_COLUMNS`: one row per record, with its outcome, error code,
+    reason and how many resources it gave. Each record's first row says it all, so no aggregation over
+    every record (a sort or hash table of millions of record ids) is needed."""
+    return normalized.filter("record_resources IS NOT NULL").select(
+        *OUTCOME_COLUMNS[:-1], normalized["record_resources"].cast("long").alias("resources"))

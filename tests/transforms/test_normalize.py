@@ -105,3 +105,24 @@ def test_an_appointment_names_its_patient_among_the_participants():
     out = {r["resource_type"]: r for r in normalize_record(row, Mapping())}
     assert set(out) >= {"Patient", "Appointment"}, out
     assert out["Appointment"]["patient_id"] == out["Patient"]["id"]
+
+
+def test_record_outcomes_give_each_record_once_with_its_resource_count(spark):
+    from transforms.normalize import OUTCOME_COLUMNS, record_outcomes
+
+    admit = "\r".join(["MSH|^~\\&|ADT|HOSPX|LAKE|REGION|20240102103000+0800||ADT^A01^ADT_A01|CTRL0200|P|2.5.1",
+                       "EVN|A01|20240102103000+0800", "PID|1||MRN123^^^HOSPX^MR||Wang^Li||19800215|F",
+                       "PV1|1|I|WARD^1^1||||||||||||||||V100|||||||||||||||||||||||||20240102103000+0800"])
+    rows = [*_rows(), {**_row(5, admit), "feed": "hl7v2", "format": "hl7v2", "source": "hosp-x/hl7v2/a.hl7"}]
+    mapped = [r for row in rows for r in normalize_record(row, Mapping())]
+    expected = {}
+    for r in mapped:  # what an aggregation over every row of a record would say
+        outcome = expected.setdefault(r["record_id"], {"outcome": r["outcome"], "error_code": r.get("error_code"), "resources": 0})
+        outcome["resources"] += r.get("id") is not None
+    assert expected["r5"]["resources"] >= 2 and expected["r2"]["resources"] == 0  # Patient + Encounter; quarantined
+    staged = spark.createDataFrame([tuple(r.get(c) for c, _ in NORMALIZED_COLUMNS) for r in mapped],
+                                   ", ".join(f"{c} {t}" for c, t in NORMALIZED_COLUMNS))
+    got = record_outcomes(staged).collect()
+    assert [c for c in got[0].asDict()] == OUTCOME_COLUMNS
+    assert len(got) == len(rows)
+    assert {r.record_id: {"outcome": r.outcome, "error_code": r.error_code, "resources": r.resources} for r in got} == expected
