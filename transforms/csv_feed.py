@@ -50,15 +50,13 @@ import csv
 import hashlib
 import re
 from dataclasses import dataclass
-from dataclasses import field as dc_field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from transforms.errors import RecordError
-from transforms.fhir_feed import add_standard_codings
 from transforms.ids import resource_id
 from transforms.systems import (
     ACT_CODE, ICD10, LOINC, NATIONAL_ID_SYSTEM, SNOMED, UCUM, local_code_system, mrn_system, visit_system,
@@ -83,6 +81,8 @@ FIELDS = {
     "immunizations": ("immunization_id", "patient_id", "encounter_id", "code", "code_system", "display",
                       "occurrence"),
 }
+#: Every field of each entity, empty: what a row has of the fields its mapping leaves out.
+_NO_CELLS = {entity: dict.fromkeys(fields, "") for entity, fields in FIELDS.items()}
 #: The id field of each entity; when a mapping leaves it out, the id is a content key.
 ID_FIELDS = {"patients": "patient_id", "encounters": "encounter_id", "observations": "observation_id",
              "conditions": "condition_id", "immunizations": "immunization_id"}
@@ -289,30 +289,35 @@ def csv_file_records(path: str | Path, mapping: dict) -> Iterator[tuple[int, str
 # Mapping rows to resources
 
 
-@dataclass(frozen=True)
 class _Row:
-    entity: str
-    values: dict[str, str]
-    hospital: str
-    spec: dict
-    mapping: dict
-    terminology: Terminology
-    extra: dict = dc_field(default_factory=dict)  # panel code and component rows of a panel observation
+    """One row being mapped, and what its mapping says about its entity.
+
+    `cells` has every field of the entity, "" where the row has none (a field the mapping leaves out);
+    `values` is the cleaned row as delivered, which the content key hashes.
+    """
+
+    # Not a frozen dataclass: its __init__ sets each field through object.__setattr__, and that, with a
+    # `get` call per cell read, was a tenth of the CSV mapping.
+    __slots__ = ("entity", "values", "cells", "hospital", "spec", "mapping", "terminology", "extra")
+
+    def __init__(self, entity: str, values: dict[str, str], hospital: str, spec: dict, mapping: dict,
+                 terminology: Terminology, extra: dict | None = None):
+        self.entity, self.values, self.hospital = entity, values, hospital
+        self.cells = _NO_CELLS[entity] | values
+        self.spec, self.mapping, self.terminology = spec, mapping, terminology
+        self.extra = extra or {}  # panel code and component rows of a panel observation
 
     def column(self, field: str) -> str:
         """How a field is named in reasons: the hospital's column and the canonical field, never the value."""
         return f"{self.spec['columns'].get(field, field)} ({self.entity}.{field})"
 
-    def get(self, field: str) -> str:
-        return self.values.get(field, "")
-
     def ref(self, resource_type: str, field: str) -> dict:
-        return {"reference": f"{resource_type}/{resource_id(self.hospital, resource_type, self.get(field))}"}
+        return {"reference": f"{resource_type}/{resource_id(self.hospital, resource_type, self.cells[field])}"}
 
     def id(self, resource_type: str, field: str) -> str:
         if field == ID_FIELDS[self.entity] and field not in self.spec["columns"]:
             return resource_id(self.hospital, resource_type, self.content_key())
-        return resource_id(self.hospital, resource_type, self.get(field))
+        return resource_id(self.hospital, resource_type, self.cells[field])
 
     def content_key(self) -> str:
         """Local id of a row without an id column: a hash of its mapped values (and its panel's)."""
@@ -329,7 +334,8 @@ def _clean_cells(entity: str, row: dict) -> dict[str, str]:
     if EXTRA_CELLS in row or None in row.values():
         raise RecordError("PARSE", f"{entity} row does not have as many cells as the header")
     values = {k: v.strip() for k, v in row.items()}
-    if _UNDECODABLE.search("".join(values.values())):  # one search over the row, not one per cell
+    text = "".join(values.values())  # one search over the row, not one per cell
+    if not text.isascii() and _UNDECODABLE.search(text):  # isascii reads a flag: most rows need no search
         raise RecordError("PARSE", f"{entity} row is not valid in the mapping's encoding")
     return values
 
@@ -362,49 +368,46 @@ def _has_time(fmt: str) -> bool:
 # stricter than strptime's (two digits where strptime also takes one, one space where it takes any
 # whitespace, case as written), and strptime's own pattern prefers the two-digit forms, so whatever it
 # accepts strptime reads the same way; anything else, and any out-of-range value, goes to strptime.
+# The matched digits are put in ISO 8601 order for `datetime.fromisoformat`, which runs in C (building
+# the datetime from the parts in Python cost twice as much) and checks the ranges as `datetime(...)` does.
 _FIXED_DIRECTIVES = {"Y": r"(?P<Y>\d{4})", "m": r"(?P<m>\d{2})", "d": r"(?P<d>\d{2})", "H": r"(?P<H>\d{2})",
                      "M": r"(?P<M>\d{2})", "S": r"(?P<S>\d{2})", "z": r"(?P<z>Z|[+-]\d{2}:?[0-5]\d)"}
+#: ISO 8601 text of the directives, with the value strptime assumes for a directive the format lacks
+_ISO_TEMPLATE = "{Y}-{m}-{d}T{H}:{M}:{S}{z}"
+_ISO_DEFAULTS = {"m": "01", "d": "01", "H": "00", "M": "00", "S": "00", "z": ""}
 
 
 @lru_cache(maxsize=64)
-def _fixed_format(fmt: str):
-    """A compiled pattern for `fmt` when every directive of it is in `_FIXED_DIRECTIVES`, else None."""
-    parts, i, seen = [], 0, set()
+def _fixed_format(fmt: str) -> tuple[re.Pattern, str] | None:
+    """For `fmt` made only of `_FIXED_DIRECTIVES`: its pattern, and a `str.format` template that puts the
+    pattern's groups (in match order) into ISO 8601 text for `datetime.fromisoformat`. Else None."""
+    parts, i, seen = [], 0, []
     while i < len(fmt):
         if fmt[i] == "%":
             directive = fmt[i + 1:i + 2]
             if directive not in _FIXED_DIRECTIVES or directive in seen:
                 return None
-            seen.add(directive)
+            seen.append(directive)
             parts.append(_FIXED_DIRECTIVES[directive])
             i += 2
         else:  # literally: strptime also takes other letter case and any run of whitespace here
             parts.append(re.escape(fmt[i]))
             i += 1
-    return re.compile("".join(parts)) if "Y" in seen else None
+    if "Y" not in seen:
+        return None
+    fields = {directive: f"{{{seen.index(directive)}}}" for directive in seen}
+    return re.compile("".join(parts)), _ISO_TEMPLATE.format_map(_ISO_DEFAULTS | fields)
 
 
 def _strptime(text: str, fmt: str) -> datetime:
-    pattern = _fixed_format(fmt)
-    match = pattern.fullmatch(text) if pattern is not None else None
+    fixed = _fixed_format(fmt)
+    match = fixed[0].fullmatch(text) if fixed is not None else None
     if match is None:
         return datetime.strptime(text, fmt)
-    found = match.groupdict()
-    offset = found.get("z")
     try:
-        tz = None if offset is None else _fixed_offset(offset)
-        return datetime(int(found["Y"]), int(found.get("m") or 1), int(found.get("d") or 1), int(found.get("H") or 0),
-                        int(found.get("M") or 0), int(found.get("S") or 0), tzinfo=tz)
+        return datetime.fromisoformat(fixed[1].format(*match.groups()))
     except ValueError:  # out of range: strptime gives the verdict (and reads single digits its own way)
         return datetime.strptime(text, fmt)
-
-
-# Memoised: an export writes a handful of offsets (its zone's standard and summer time).
-@lru_cache(maxsize=64)
-def _fixed_offset(offset: str) -> timezone:
-    """``Z``, ``+hh:mm`` or ``+hhmm`` as a timezone; ValueError when out of range."""
-    minutes = 0 if offset == "Z" else int(offset[1:3]) * 60 + int(offset[-2:])
-    return timezone(timedelta(minutes=-minutes if offset[0] == "-" else minutes))
 
 
 def _parse(text: str, fmt: str | None) -> datetime:
@@ -414,14 +417,14 @@ def _parse(text: str, fmt: str | None) -> datetime:
 def _date(r: _Row, field: str) -> str:
     fmt = r.spec.get("date_format")
     try:
-        return _parse(r.get(field), fmt).date().isoformat()
+        return _parse(r.cells[field], fmt).date().isoformat()
     except ValueError:
         raise RecordError("INVALID_DATE", f"{r.column(field)}: not a valid date in format {fmt or 'ISO 8601'}") from None
 
 
 def _date_iso(r: _Row, field: str) -> date:
     try:
-        return date.fromisoformat(r.get(field))
+        return date.fromisoformat(r.cells[field])
     except ValueError:
         raise RecordError("INVALID_DATE", f"{r.column(field)}: not a valid date in format ISO 8601") from None
 
@@ -439,10 +442,10 @@ def _zone(r: _Row, field: str) -> ZoneInfo:
 def _moment(r: _Row, field: str) -> datetime | date:
     """A datetime field: aware datetime when the format has a time, else a date."""
     fmt = r.spec.get("datetime_format")
-    if fmt is None and len(r.get(field)) == 10:  # ISO date without time: keep it a date, not midnight
+    if fmt is None and len(r.cells[field]) == 10:  # ISO date without time: keep it a date, not midnight
         return _date_iso(r, field)
     try:
-        moment = _parse(r.get(field), fmt)
+        moment = _parse(r.cells[field], fmt)
     except ValueError:
         if "date_format" not in r.spec:
             raise RecordError("INVALID_DATE", f"{r.column(field)}: not a valid date-time in format {fmt or 'ISO 8601'}") from None
@@ -467,39 +470,41 @@ def _number(text: str) -> int | float | None:
 
 
 def _patient(r: _Row) -> dict:
+    v = r.cells
     identifiers = [{"use": "usual", "type": {"coding": [{"system": _V2_0203, "code": "MR"}]},
-                    "system": mrn_system(r.hospital), "value": r.get("patient_id")}]
-    if r.get("national_id"):
+                    "system": mrn_system(r.hospital), "value": v["patient_id"]}]
+    if v["national_id"]:
         identifiers.append({"use": "official", "type": {"coding": [{"system": _V2_0203, "code": "NI"}]},
                             "system": r.mapping.get("national_id_system") or NATIONAL_ID_SYSTEM,
-                            "value": r.get("national_id")})
+                            "value": v["national_id"]})
     resource = {"resourceType": "Patient", "id": r.id("Patient", "patient_id"), "identifier": identifiers}
-    name = ({"family": r.get("family")} if r.get("family") else {}) | ({"given": [r.get("given")]} if r.get("given") else {})
+    name = ({"family": v["family"]} if v["family"] else {}) | ({"given": [v["given"]]} if v["given"] else {})
     if name:
         resource["name"] = [{"use": "official", **name}]
-    if r.get("phone"):
-        resource["telecom"] = [{"system": "phone", "value": r.get("phone"), "use": "home"}]
-    if r.get("sex"):
-        resource["gender"] = _lookup(r, "sex", _GENDER_SYNONYMS, r.get("sex"))
-    if r.get("birth_date"):
+    if v["phone"]:
+        resource["telecom"] = [{"system": "phone", "value": v["phone"], "use": "home"}]
+    if v["sex"]:
+        resource["gender"] = _lookup(r, "sex", _GENDER_SYNONYMS, v["sex"])
+    if v["birth_date"]:
         resource["birthDate"] = _date(r, "birth_date")
-    address = ({"line": [r.get("street")]} if r.get("street") else {}) | \
-        {key: r.get(field) for key, field in (("city", "city"), ("postalCode", "postal_code")) if r.get(field)}
+    address = ({"line": [v["street"]]} if v["street"] else {}) | \
+        {key: v[field] for key, field in (("city", "city"), ("postalCode", "postal_code")) if v[field]}
     if address:
         resource["address"] = [{"use": "home", **address}]
     return resource
 
 
 def _encounter(r: _Row) -> dict:
-    act = _lookup(r, "class", _CLASS_SYNONYMS, r.get("class"))
+    v = r.cells
+    act = _lookup(r, "class", _CLASS_SYNONYMS, v["class"])
     start = _moment(r, "start")
-    end = _moment(r, "end") if r.get("end") else None
+    end = _moment(r, "end") if v["end"] else None
     if isinstance(start, datetime) and isinstance(end, datetime) and end < start:
         raise RecordError("INVALID_DATE", f"{r.column('end')}: before {r.column('start')}")
     period = {"start": _fhir_datetime(start)} | ({"end": _fhir_datetime(end)} if end else {})
     return {
         "resourceType": "Encounter", "id": r.id("Encounter", "encounter_id"),
-        "identifier": [{"system": visit_system(r.hospital), "value": r.get("encounter_id")}],
+        "identifier": [{"system": visit_system(r.hospital), "value": v["encounter_id"]}],
         "status": "finished" if end else "in-progress",
         "class": {"system": ACT_CODE, "code": act, "display": _CLASS_DISPLAY[act]},
         "subject": r.ref("Patient", "patient_id"),
@@ -508,17 +513,18 @@ def _encounter(r: _Row) -> dict:
 
 
 def _observation_coding(r: _Row) -> dict:
+    v = r.cells
     default = r.spec.get("default_code_system")
-    if not r.get("code_system") and not default:
+    if not v["code_system"] and not default:
         raise RecordError("MISSING_FIELD", f"{r.column('code_system')} is empty and the mapping has no default_code_system")
-    kind = _lookup(r, "code_system", _CODE_SYSTEM_SYNONYMS, r.get("code_system") or default)
+    kind = _lookup(r, "code_system", _CODE_SYSTEM_SYNONYMS, v["code_system"] or default)
     system = LOINC if kind == "loinc" else local_code_system(r.hospital, "lab")
-    return {"system": system, "code": r.get("code")}
+    return {"system": system, "code": v["code"]} | ({"display": v["display"]} if v["display"] else {})
 
 
 def _system(r: _Row, default: str) -> str:
     """Code system URI of a condition or immunization code: column, else the entity default."""
-    name = r.get("code_system") or r.spec.get("default_code_system") or default
+    name = r.cells["code_system"] or r.spec.get("default_code_system") or default
     if ":" in name:
         return name
     if name.lower() in ("local", "l"):
@@ -533,14 +539,23 @@ def _coding(system: str, code: str, display: str | None) -> dict:
     return {"system": system, "code": code} | ({"display": display} if display else {})
 
 
+def _concept(coding: dict, terminology: Terminology) -> dict:
+    """The CodeableConcept of one coding: `add_standard_codings` of it, without that function's general
+    case (several codings), which cost as much again as the rest of the code element."""
+    target = terminology.translate(coding["system"], coding["code"])
+    if target is None or (target.system == coding["system"] and target.code == coding["code"]):
+        return {"coding": [coding]}
+    return {"coding": [coding, target.coding()]}
+
+
 def _observation_value(r: _Row) -> dict:
-    text = r.get("value")
+    text = r.cells["value"]
     if not text:
         return {}
     number = _number(text)
     if number is None:
         return {"valueString": text}
-    unit = r.get("unit")
+    unit = r.cells["unit"]
     return {"valueQuantity": {"value": number, "unit": unit, "system": UCUM, "code": unit} if unit else {"value": number}}
 
 
@@ -549,30 +564,33 @@ _CATEGORIES = frozenset({"social-history", "vital-signs", "imaging", "laboratory
 
 
 def _observation(r: _Row) -> dict:
-    coding = _observation_coding(r) | ({"display": r.get("display")} if r.get("display") else {})
+    v = r.cells
+    coding = _observation_coding(r)
     panel = r.extra.get(PANEL)
     if panel is not None:
         coding = {"system": LOINC, "code": panel}
         display = (r.spec["panels"].get(panel) or {}).get("display")
         coding |= {"display": display} if display else {}
-    code = add_standard_codings({"coding": [coding]}, r.terminology)
-    vital = any(c["system"] == LOINC and c["code"] in _VITAL_SIGNS for c in code["coding"])
-    category = r.get("category").lower() if r.get("category").lower() in _CATEGORIES else None
+    code = _concept(coding, r.terminology)
+    category = v["category"].lower()
+    if category not in _CATEGORIES:
+        vital = any(c["system"] == LOINC and c["code"] in _VITAL_SIGNS for c in code["coding"])
+        category = "vital-signs" if vital else "laboratory"
     resource = {
         "resourceType": "Observation", "id": r.id("Observation", "observation_id"), "status": "final",
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": category or ("vital-signs" if vital else "laboratory")}]}],
+                                  "code": category}]}],
         "code": code,
         "subject": r.ref("Patient", "patient_id"),
     }
-    if r.get("encounter_id"):
+    if v["encounter_id"]:
         resource["encounter"] = r.ref("Encounter", "encounter_id")
     resource["effectiveDateTime"] = _fhir_datetime(_moment(r, "effective"))
     if panel is not None:
         resource["component"] = [_component(r, values) for values in r.components]
         return resource
     resource |= _observation_value(r)
-    flag = r.get("flag").upper()
+    flag = v["flag"].upper()
     if flag:
         if flag not in _FLAGS:
             raise RecordError("UNKNOWN_CODE", f"{r.column('flag')}: not one of {sorted(_FLAGS)}")
@@ -582,11 +600,11 @@ def _observation(r: _Row) -> dict:
 
 def _component(r: _Row, raw: dict) -> dict:
     c = _Row(r.entity, _clean(r.entity, raw), r.hospital, r.spec, r.mapping, r.terminology)
-    coding = _observation_coding(c) | ({"display": c.get("display")} if c.get("display") else {})
-    return {"code": add_standard_codings({"coding": [coding]}, r.terminology)} | _observation_value(c)
+    return {"code": _concept(_observation_coding(c), r.terminology)} | _observation_value(c)
 
 
 def _condition(r: _Row) -> dict:
+    v = r.cells
     resource = {
         "resourceType": "Condition", "id": r.id("Condition", "condition_id"),
         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
@@ -595,29 +613,28 @@ def _condition(r: _Row) -> dict:
                                            "code": "confirmed"}]},
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
                                   "code": "encounter-diagnosis", "display": "Encounter Diagnosis"}]}],
-        "code": add_standard_codings({"coding": [_coding(_system(r, ICD10), r.get("code"), r.get("display"))]},
-                                     r.terminology),
+        "code": _concept(_coding(_system(r, ICD10), v["code"], v["display"]), r.terminology),
         "subject": r.ref("Patient", "patient_id"),
     }
-    if r.get("encounter_id"):
+    if v["encounter_id"]:
         resource["encounter"] = r.ref("Encounter", "encounter_id")
-    if r.get("onset"):
+    if v["onset"]:
         resource["onsetDateTime"] = _fhir_datetime(_moment(r, "onset"))
-    if r.get("abatement"):
+    if v["abatement"]:
         resource["abatementDateTime"] = _fhir_datetime(_moment(r, "abatement"))
         resource["clinicalStatus"]["coding"][0]["code"] = "resolved"
     return resource
 
 
 def _immunization(r: _Row) -> dict:
+    v = r.cells
     resource = {
         "resourceType": "Immunization", "id": r.id("Immunization", "immunization_id"), "status": "completed",
-        "vaccineCode": add_standard_codings({"coding": [_coding(_system(r, "cvx"), r.get("code"), r.get("display"))]},
-                                            r.terminology),
+        "vaccineCode": _concept(_coding(_system(r, "cvx"), v["code"], v["display"]), r.terminology),
         "patient": r.ref("Patient", "patient_id"),
         "occurrenceDateTime": _fhir_datetime(_moment(r, "occurrence")),
     }
-    if r.get("encounter_id"):
+    if v["encounter_id"]:
         resource["encounter"] = r.ref("Encounter", "encounter_id")
     return resource
 
@@ -636,11 +653,12 @@ def csv_row_to_resources(entity: str, row: dict, *, hospital: str, mapping: dict
     spec = (mapping.get("entities") or {}).get(entity)
     if builder is None or spec is None:
         raise RecordError("UNSUPPORTED", f"CSV entity {entity if entity in ENTITIES else '(unknown)'} is not mapped")
-    extra = {k: row[k] for k in (COMPONENTS, PANEL) if k in row}
+    panel_row = COMPONENTS in row or PANEL in row
+    extra = {k: row[k] for k in (COMPONENTS, PANEL) if k in row} if panel_row else None
     r = _Row(entity, _clean(entity, row), hospital, spec, mapping, terminology, extra)
     for field in REQUIRED[entity]:
         if field == ID_FIELDS[entity] and field not in spec["columns"]:
             continue  # content key
-        if not r.get(field):
+        if not r.cells[field]:
             raise RecordError("MISSING_FIELD", f"{r.column(field)} is empty")
     return [builder(r)]

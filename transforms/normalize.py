@@ -25,8 +25,11 @@ from typing import Iterator
 
 from transforms import fastjson
 from transforms.arrow import map_rows
+from transforms.csv_feed import csv_row_to_resources
 from transforms.errors import RecordError, marker_error
 from transforms.fast_validate import validate
+from transforms.fhir_feed import fhir_json_to_resources
+from transforms.hl7v2 import message_to_resources
 from transforms.systems import ICD10, LOINC, NATIONAL_ID_SYSTEM, SNOMED, UCUM
 from transforms.terminology import Terminology
 
@@ -76,20 +79,14 @@ def _resources(row: dict, mapping: Mapping) -> list[dict]:
     if (marker := marker_error(payload)) is not None:  # ingest kept a marker: too large, or an unsplittable file
         raise marker
     if feed == "hl7v2":
-        from transforms.hl7v2 import message_to_resources
-
         return message_to_resources(payload, hospital=hospital, terminology=mapping.terminology,
                                     overrides=mapping.hl7v2_overrides.get(hospital))
     if feed in ("csv", "jdbc"):  # a jdbc row is mapped like a CSV row, by its own mapping
-        from transforms.csv_feed import csv_row_to_resources
-
         record = fastjson.loads(payload)
         layout = mapping.csv_mappings.get(f"{hospital}/{feed}") or mapping.csv_mappings.get(hospital) or {}
         return csv_row_to_resources(record["entity"], record["row"], hospital=hospital,
                                     mapping=layout, terminology=mapping.terminology)
     if feed == "fhir":
-        from transforms.fhir_feed import fhir_json_to_resources
-
         return fhir_json_to_resources(payload, hospital=hospital, terminology=mapping.terminology)
     raise RecordError("UNSUPPORTED", f"feed kind {feed!r} has no mapping")
 

@@ -16,7 +16,7 @@ from transforms.errors import RecordError
 from transforms.fhir_validate import validate
 from transforms.ids import resource_id
 from transforms.systems import ACT_CODE, ICD10, LOINC, NATIONAL_ID_SYSTEM, UCUM, local_code_system, mrn_system, visit_system
-from transforms.terminology import COLUMNS, Terminology
+from transforms.terminology import COLUMNS, Concept, Terminology
 
 MAPPINGS = Path(__file__).resolve().parents[2] / "conf" / "csv_mappings"
 HOSPITAL = "hosp-x"
@@ -220,6 +220,20 @@ def test_local_lab_code_keeps_local_coding_and_gains_loinc(terminology):
 def test_unmapped_local_code_stays_local(terminology):
     observation = _map("observations", OBSERVATION | {"code": "CRP-Q"}, terminology)
     assert observation["code"]["coding"] == [{"system": LOCAL_LAB, "code": "CRP-Q"}]
+
+
+@pytest.mark.parametrize("coding", [
+    {"system": LOCAL_LAB, "code": "GLU"},  # mapped: the standard coding follows
+    {"system": LOCAL_LAB, "code": "CRP-Q"},  # unmapped
+    {"system": LOINC, "code": "2345-7", "display": "Glucose"},  # mapped to itself: not repeated
+])
+def test_code_element_is_what_add_standard_codings_makes(coding):
+    from transforms.csv_feed import _concept
+    from transforms.fhir_feed import add_standard_codings
+
+    rows = [(LOCAL_LAB, "GLU", LOINC, "2345-7", "Glucose"), (LOINC, "2345-7", LOINC, "2345-7", "Glucose")]
+    terminology = Terminology({(s, c): Concept(ts, tc, d) for s, c, ts, tc, d in rows})
+    assert _concept(dict(coding), terminology) == add_standard_codings({"coding": [dict(coding)]}, terminology)
 
 
 def test_loinc_code_and_decimal_value():
