@@ -83,6 +83,10 @@ class Limits:
     retry_max_seconds: float = 20.0
     #: staging folders of runs that died are swept when older than this
     staging_ttl_hours: float = 24.0
+    #: a MERGE source with more rows than this is merged in pieces of at most about this many rows: the
+    #: engine holds a MERGE's source in memory (a hash join's build side cannot spill), and a 520,000-row
+    #: silver MERGE outgrew the default 1.5 GiB engine pool
+    merge_batch_rows: int = 200_000
 
     @classmethod
     def from_dict(cls, data: dict | None, where: str = "conf/lake.yaml") -> "Limits":
@@ -210,7 +214,9 @@ class Lake:
         """Upsert `df` into `table` on `keys`; a matched row is rewritten only when a column changed.
 
         `df` must hold each key once. `delete_when` / `insert_when` are SQL conditions on the source
-        (alias ``s``) that delete matched rows or limit which unmatched rows are inserted.
+        (alias ``s``) that delete matched rows or limit which unmatched rows are inserted. A source of more
+        than `limits.merge_batch_rows` rows is merged in pieces by a hash of the keys, so the engine's
+        memory for a MERGE does not grow with the source.
         """
         path = str(self.path(table))
         rows = df.alias("s").filter(insert_when).select(*df.columns) if insert_when else df
@@ -231,6 +237,27 @@ class Lake:
 
         if not self.exists(table) and self._commit(table, create):
             return
+        pieces = -(-df.count() // self.limits.merge_batch_rows)
+        if pieces <= 1:
+            self._merge_statement(spark, df, table, keys=keys, delete_when=delete_when, insert_when=insert_when, update=update)
+            return
+        from pyspark.sql import functions as F
+
+        # Computed once, read by every piece. Each piece is its own commit: a run that dies between two
+        # leaves some pieces merged, which a rerun's MERGE of the same rows changes no further.
+        source = f"staging.merge_source_{uuid.uuid4().hex[:12]}"
+        self.overwrite(df, source)
+        try:
+            staged = self.read(spark, source)
+            bucket = F.pmod(F.xxhash64(*[F.col(f"`{k}`") for k in keys]), F.lit(pieces))
+            for piece in range(pieces):
+                self._merge_statement(spark, staged.filter(bucket == piece), table, keys=keys, delete_when=delete_when,
+                                      insert_when=insert_when, update=update)
+        finally:
+            shutil.rmtree(self.path(source), ignore_errors=True)
+
+    def _merge_statement(self, spark, df, table: str, *, keys: list[str], delete_when: str | None, insert_when: str | None,
+                         update: bool) -> None:
         view = f"carelake_src_{uuid.uuid4().hex[:12]}"
         df.createOrReplaceTempView(view)
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
@@ -241,7 +268,7 @@ class Lake:
         if update and changed:
             clauses.append(f"WHEN MATCHED AND ({changed}) THEN UPDATE SET *")
         clauses.append(f"WHEN NOT MATCHED {('AND (' + insert_when + ')') if insert_when else ''} THEN INSERT *")
-        statement = f"MERGE INTO delta.`{path}` AS t USING {view} AS s ON {on} " + " ".join(clauses)
+        statement = f"MERGE INTO delta.`{self.path(table)}` AS t USING {view} AS s ON {on} " + " ".join(clauses)
         try:
             self._commit(table, lambda: spark.sql(statement).collect())
         finally:

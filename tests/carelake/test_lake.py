@@ -48,6 +48,26 @@ def test_merge_delete_and_insert_conditions(spark, lake):
     assert [tuple(r) for r in lake.read(spark, "phi.q").collect()] == [("b", "bad")]
 
 
+def test_a_large_merge_source_is_merged_in_pieces_with_the_same_result(spark, tmp_path):
+    from carelake.lake import Limits
+
+    target = [(f"k{i}", "old", None) for i in range(0, 40, 2)]  # even keys exist
+    source = [(f"k{i}", "new" if i % 4 else "old", None if i % 3 else "drop") for i in range(30)]
+    schema = "id string, v string, code string"
+    tables = {}
+    for batch in (1000, 4):  # one MERGE, then pieces of about 4 rows
+        lake = Lake(tmp_path / str(batch), dict(ZONES), limits=Limits(merge_batch_rows=batch))
+        lake.overwrite(spark.createDataFrame(target, schema), "phi.t")
+        lake.merge(spark, spark.createDataFrame(source, schema), "phi.t", keys=["id"], delete_when="s.code IS NOT NULL")
+        tables[batch] = sorted(tuple(r) for r in lake.read(spark, "phi.t").collect())
+        commits = DeltaTable(str(lake.path("phi.t"))).version()  # after the first write: one per MERGE that changed rows
+        assert commits == 1 if batch == 1000 else commits >= 4, commits  # 8 pieces; one may hold no change
+        assert not list((tmp_path / str(batch)).rglob("merge_source_*"))  # the staged source is removed
+    assert tables[4] == tables[1000]
+    assert ("k1", "new", None) in tables[4] and not any(r[0] == "k0" for r in tables[4])  # inserted; deleted
+    assert ("k2", "new", None) in tables[4] and ("k38", "old", None) in tables[4]  # updated; untouched
+
+
 def test_overwrite_partition_only(spark, lake):
     df = spark.createDataFrame([("x", 1), ("y", 2)], "p string, n int")
     lake.overwrite(df, "gold.t", partition_by=["p"])
