@@ -210,13 +210,16 @@ class Lake:
         self._commit(table, write)
 
     def merge(self, spark, df, table: str, *, keys: list[str], partition_by: list[str] | None = None,
-              delete_when: str | None = None, insert_when: str | None = None, update: bool = True) -> None:
+              delete_when: str | None = None, insert_when: str | None = None, update: bool = True,
+              stage: bool = False) -> None:
         """Upsert `df` into `table` on `keys`; a matched row is rewritten only when a column changed.
 
         `df` must hold each key once. `delete_when` / `insert_when` are SQL conditions on the source
         (alias ``s``) that delete matched rows or limit which unmatched rows are inserted. A source of more
         than `limits.merge_batch_rows` rows is merged in pieces by a hash of the keys, so the engine's
-        memory for a MERGE does not grow with the source.
+        memory for a MERGE does not grow with the source. `stage` evaluates `df` into a staging table
+        first, once: for a source with its own sort or window, which inside the MERGE's query competes
+        with the MERGE's join for the engine's memory.
         """
         path = str(self.path(table))
         rows = df.alias("s").filter(insert_when).select(*df.columns) if insert_when else df
@@ -237,24 +240,33 @@ class Lake:
 
         if not self.exists(table) and self._commit(table, create):
             return
-        pieces = -(-df.count() // self.limits.merge_batch_rows)
-        if pieces <= 1:
-            self._merge_statement(spark, df, table, keys=keys, delete_when=delete_when, insert_when=insert_when, update=update)
-            return
-        from pyspark.sql import functions as F
-
-        # Computed once, read by every piece. Each piece is its own commit: a run that dies between two
-        # leaves some pieces merged, which a rerun's MERGE of the same rows changes no further.
-        source = f"staging.merge_source_{uuid.uuid4().hex[:12]}"
-        self.overwrite(df, source)
+        source = self._stage(df) if stage else None
         try:
-            staged = self.read(spark, source)
+            staged = self.read(spark, source) if source else df
+            pieces = -(-staged.count() // self.limits.merge_batch_rows)
+            if pieces > 1 and source is None:  # computed once, read by every piece
+                source = self._stage(df)
+                staged = self.read(spark, source)
+            if pieces <= 1:
+                self._merge_statement(spark, staged, table, keys=keys, delete_when=delete_when, insert_when=insert_when, update=update)
+                return
+            from pyspark.sql import functions as F
+
+            # Each piece is its own commit: a run that dies between two leaves some pieces merged, which
+            # a rerun's MERGE of the same rows changes no further.
             bucket = F.pmod(F.xxhash64(*[F.col(f"`{k}`") for k in keys]), F.lit(pieces))
             for piece in range(pieces):
                 self._merge_statement(spark, staged.filter(bucket == piece), table, keys=keys, delete_when=delete_when,
                                       insert_when=insert_when, update=update)
         finally:
-            shutil.rmtree(self.path(source), ignore_errors=True)
+            if source:
+                shutil.rmtree(self.path(source), ignore_errors=True)
+
+    def _stage(self, df) -> str:
+        """Write `df` to a new staging table of its own; its name."""
+        name = f"staging.merge_source_{uuid.uuid4().hex[:12]}"
+        self.overwrite(df, name)
+        return name
 
     def _merge_statement(self, spark, df, table: str, *, keys: list[str], delete_when: str | None, insert_when: str | None,
                          update: bool) -> None:

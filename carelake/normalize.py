@@ -160,12 +160,9 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
             table = RESOURCE_TABLES[resource_type]
             with ctx.progress.step(f"normalize: merge silver.{table}"):
                 silver = winners[resource_type].join(xref, "patient_id", "left").select(*SILVER_COLUMNS)
-                if resource_type in repeats and lake.exists(f"silver.{table}"):
-                    # the latest-per-id sort in a query of its own: inside the MERGE's query it competed with
-                    # the MERGE's join for the engine's memory (10,000 patients re-mapped: Resources exhausted)
-                    lake.overwrite(silver, f"staging.merge_{table}")
-                    silver = lake.read(spark, f"staging.merge_{table}")
-                lake.merge(spark, silver, f"silver.{table}", keys=["id"], partition_by=["hospital"])
+                # staged: the latest-per-id sort in a query of its own (inside the MERGE's query it competed
+                # with the MERGE's join for the engine's memory: 10,000 patients re-mapped, Resources exhausted)
+                lake.merge(spark, silver, f"silver.{table}", keys=["id"], partition_by=["hospital"], stage=resource_type in repeats)
         with ctx.progress.step("normalize: count unmapped local codes"):
             unmapped = unmapped_codes(normalized)
     for table in CORE_TABLES:
