@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ class Progress:
     def step(self, label: str):
         started = time.monotonic()
         note: dict = {}
-        if self._console is not None and self._console.is_terminal:
+        # one spinner at a time (rich allows one live display): steps of helper threads just print their line
+        if self._console is not None and self._console.is_terminal and threading.current_thread() is threading.main_thread():
             with self._console.status(f"{label} ..."):
                 yield note
         else:

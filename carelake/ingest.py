@@ -49,6 +49,12 @@ def feed_paths(pattern: str, landing: Path) -> list[Path]:
     return sorted(landing.glob(pattern))
 
 
+def _size(row: dict, landing: Path) -> int:
+    """Bytes of a landing file row (a csv row names its folder; its source is the entity's file)."""
+    path = Path(row["path"])
+    return (path if path.is_file() else landing / row["source"]).stat().st_size
+
+
 def _source(path: Path, landing: Path) -> str:
     """How bronze names a file: relative to landing, else its absolute path (read in place)."""
     try:
@@ -110,6 +116,8 @@ def run(ctx: RunContext, *, hospitals: list[str] | None = None,
                 files.append(row)
                 pulled[row["source"]] = feed.name
         lake.check_landing_files(files)  # too big or unreadable: refused by name before any write
+        # Biggest first: each file is one task of the split, and a big file started last is the run's tail.
+        files.sort(key=lambda row: _size(row, lake.landing), reverse=True)
         note["detail"] = f"{len(files)} files from {len(feeds)} feeds"
     parts = []
     if files:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from carelake.ahead import Ahead
 from carelake.context import RunContext
 from carelake.quality import CRITICAL, QualityReport, validate_tables
 
@@ -236,14 +237,20 @@ def run(ctx: RunContext) -> dict:
     failure stops the run before anything is curated."""
     lake, spark = ctx.lake, ctx.spark
     silver = {t.name: lake.read(spark, t.name) for t in lake.tables(zones=("phi",)) if t.name.startswith("silver.")}
-    tables = {}
-    for name, df in silver.items():
-        with ctx.progress.step(f"validate: quality view of {name}"):
-            staged = f"staging.quality_{name.removeprefix('silver.')}"
-            lake.overwrite(quality_view(name, df, targets=silver, as_of=ctx.as_of), staged)
-            tables[name] = lake.read(spark, staged)
+
+    def staged_view(name: str):
+        def build():
+            with ctx.progress.step(f"validate: quality view of {name}"):
+                staged = f"staging.quality_{name.removeprefix('silver.')}"
+                lake.overwrite(quality_view(name, silver[name], targets=silver, as_of=ctx.as_of), staged)
+                return lake.read(spark, staged)
+        return build
+
+    builders = {name: staged_view(name) for name in silver}
     if lake.exists("bronze.records"):
-        tables[CONSERVATION_TABLE] = conservation_frame(ctx)
-    report = validate(ctx, tables, stage="validate")
+        builders[CONSERVATION_TABLE] = lambda: conservation_frame(ctx)
+    # GE checks each view while the engine stages the next (carelake.ahead)
+    with Ahead(builders) as tables:
+        report = validate(ctx, tables, stage="validate")
     report.raise_if_critical()
     return {"verdict": report.verdict, "tables": len(tables)}

@@ -16,9 +16,10 @@ mapped in place.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import sys
-from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
@@ -77,19 +78,32 @@ def _map_parallel(batches: Iterator[pa.RecordBatch], fn, schema: pa.Schema, size
     payload = cloudpickle.dumps(fn)
     key = hashlib.sha256(payload).digest()
     pool = get_pool(size)
-    window: deque = deque()
+    window: dict[Future, int] = {}  # in flight -> submission number
+    numbers = itertools.count()
     try:
         for batch in batches:
             # one engine batch may be all the input (ingest's few files): slices keep every worker busy
             for start in range(0, batch.num_rows, rows_per_task):
-                window.append(pool.submit(key, payload, batch.slice(start, rows_per_task), schema))
+                window[pool.submit(key, payload, batch.slice(start, rows_per_task), schema)] = next(numbers)
                 if len(window) >= 2 * size:  # at most two slices per worker in flight: memory stays bounded
-                    yield window.popleft().result()
+                    yield from _finished(window)
         while window:
-            yield window.popleft().result()
+            yield from _finished(window)
     finally:
         for future in window:
             future.cancel()
+
+
+def _finished(window: dict) -> Iterator[pa.RecordBatch]:
+    """Wait for any slice of `window` to finish and yield what has finished (taking it out of `window`).
+
+    Whichever finishes first goes out first: waiting for the oldest slice (a big file, an HL7-heavy
+    batch) would leave the workers that finished the later ones idle. Slices finished together go in
+    submission order, so a failure names the earliest failing one."""
+    done, _ = wait(window, return_when=FIRST_COMPLETED)
+    for future in sorted(done, key=window.__getitem__):
+        del window[future]
+        yield future.result()
 
 
 def map_rows(df, fn: Callable[[dict], Iterable[dict]], out: list[tuple[str, str]], *, rows_per_task: int = 2048):
