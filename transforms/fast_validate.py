@@ -14,8 +14,8 @@ So validation is split in two, and both halves are fhir.resources' own checks:
   validator of the FHIR primitive type its element has (date, dateTime, instant, id, code, uri,
   decimal, ...), memoised per distinct value; date and time values, which are nearly all distinct and
   whose fhir.resources validator runs in Python, are first tried against stricter regular expressions
-  plus a calendar check, and go to the real validator only when those do not accept them. Ids and
-  strings (names, values, references: nearly all distinct too) get the same treatment.
+  (which know the length of each month), and go to the real validator only when those do not accept
+  them. Ids and strings (names, values, references: nearly all distinct too) get the same treatment.
 
 The fast path only ever says *valid*. Whenever it is not sure (a leaf it cannot vouch for, a shape it
 cannot plan, a shape never seen), the resource goes through fhir.resources in full, which gives the
@@ -31,7 +31,6 @@ resource of that shape may be valid. Invalid resources are rare, and each costs 
 
 from __future__ import annotations
 
-import datetime
 import re
 import typing
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from dataclasses import dataclass, field
 from transforms.fhir_validate import model_class
 from transforms.fhir_validate import validate as full_validate
 
-__all__ = ["ShapeValidator", "validate", "shape_of", "default_validator"]
+__all__ = ["ShapeValidator", "validate", "shape_of", "default_validator", "common_datetime"]
 
 #: after this many shapes, new shapes are validated in full and not remembered (bounds memory)
 MAX_SHAPES = 20_000
@@ -77,41 +76,18 @@ def shape_of(node, leaves: list) -> object:
 # -- primitive checkers ---------------------------------------------------------------------------
 
 _YEAR = r"[1-9][0-9]{3}"
-_FULL_DATE = r"([1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-_TIME = r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])"
-# stricter than fhir_core's patterns: no leap seconds, no +14:00, at most 6 fraction digits, year >= 1000
-_PARTIAL_DATE_RE = re.compile(rf"{_YEAR}(-(0[1-9]|1[0-2]))?")
-_FULL_DATE_RE = re.compile(_FULL_DATE)
-_DATETIME_RE = re.compile(_FULL_DATE + _TIME)
-
-
-def _calendar_ok(match) -> bool:
-    if match.group(3) <= "28":  # every month has the days up to 28 (the pattern fixed month and day ranges)
-        return True
-    try:
-        datetime.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
-    except ValueError:
-        return False
-    return True
-
-
-def _fast_date(value: str) -> bool:
-    if _PARTIAL_DATE_RE.fullmatch(value):
-        return True
-    match = _FULL_DATE_RE.fullmatch(value)
-    return match is not None and _calendar_ok(match)
-
-
-def _fast_datetime(value: str) -> bool:
-    if len(value) <= 10:  # the date forms are at most 10 characters, the date-time forms longer
-        return _fast_date(value)
-    match = _DATETIME_RE.fullmatch(value)
-    return match is not None and _calendar_ok(match)
-
-
-def _fast_instant(value: str) -> bool:
-    match = _DATETIME_RE.fullmatch(value)
-    return match is not None and _calendar_ok(match)
+# Every month has the days up to 28, all but February the 29th and 30th, the long months the 31st. So a
+# match is a real calendar day; February 29th (a leap year is no pattern) is left to fhir.resources.
+_FULL_DATE = (rf"{_YEAR}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)"
+              r"|(?:0[13578]|1[02])-31)")
+_PARTIAL_DATE = rf"{_YEAR}(?:-(?:0[1-9]|1[0-2]))?"
+_TIME = r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?(?:Z|[+-](?:0[0-9]|1[0-3]):[0-5][0-9])"
+# Stricter than fhir_core's patterns: no leap seconds, no +14:00, at most 6 fraction digits, year >= 1000.
+# Like `_fast_string`, each bound method (truthy: a match) is the check, sparing a Python call per leaf.
+_fast_date = re.compile(rf"{_PARTIAL_DATE}|{_FULL_DATE}").fullmatch
+#: the commonest dateTime forms, each a real date (and time); `transforms.fhir_feed` takes them too
+common_datetime = re.compile(rf"{_PARTIAL_DATE}|{_FULL_DATE}(?:{_TIME})?").fullmatch
+_fast_instant = re.compile(_FULL_DATE + _TIME).fullmatch
 
 
 # FHIR's own id rule: stricter than fhir_core's (up to 255 characters by default), so a match is valid there.
@@ -179,7 +155,7 @@ def _fast_for(annotation, value_type) -> typing.Callable[[str], bool] | None:
         if kind is fhir_types.Instant:
             return _fast_instant
         if kind is fhir_types.DateTime:
-            return _fast_datetime
+            return common_datetime
         if kind is fhir_types.Date:
             return _fast_date
         if kind is fhir_types.Id and _id_rule_is_default():
@@ -284,13 +260,18 @@ def _plan_value(value, annotation, out: list) -> None:
 # -- compiled shapes ------------------------------------------------------------------------------
 #
 # Computing `shape_of` for every resource (a recursive walk building nested tuples, then hashing them)
-# cost about as much as checking the leaves. So each planned shape is also compiled into one
-# straight-line Python function that checks the structure (the same keys in the same order, the same
-# list lengths, the same leaf types, the same nested resourceType) and the leaves together, without
-# building the shape. Candidates are found by a cheap key (resourceType and top-level keys); a
-# compiled check answers None when the resource is not of its shape, so the next candidate (or
-# `shape_of`) decides. `shape_of` and this compiler walk dicts and lists the same way; the property
-# test checks that a compiled check matches exactly the resources `shape_of` gives its shape.
+# cost about as much as checking the leaves. So each planned shape is also compiled into straight-line
+# Python that checks the structure (the same keys in the same order, the same list lengths, the same
+# leaf types, the same nested resourceType) and the leaves together, without building the shape.
+# `shape_of` and this compiler walk dicts and lists the same way; the property test checks that a
+# compiled check matches exactly the resources `shape_of` gives its shape.
+#
+# The shapes sharing a head (resourceType and top-level keys) often differ deep inside only: an int or
+# a float quantity, one coding or two. Tried one after the other, a resource paid for every walk that
+# failed before its own. So the shapes of a head are compiled into one function: the walk they share is
+# written once, and where they part it branches on the first differing guard. Guards at the same point
+# of the walk test the same node for different types, keys, lengths or resourceType, so at most one
+# branch can pass and a failure inside it means no shape of the head matches.
 # Compiling costs about a millisecond and some 16 KiB per shape, so a shape is compiled when it is seen
 # the second time (shapes seen once never pay), and the number of compiled shapes is bounded.
 
@@ -298,73 +279,123 @@ def _plan_value(value, annotation, out: list) -> None:
 MAX_COMPILED_LEAVES = 2_000
 #: at most this many shapes are compiled per validator (bounds memory: ~16 KiB each)
 MAX_COMPILED_SHAPES = 2_000
-#: compiled shapes tried per (resourceType, top-level keys); more are served by `shape_of`
+#: compiled shapes per (resourceType, top-level keys); more are served by `shape_of`
 MAX_CANDIDATES = 16
 
 _LEAF_TYPES = {str: "str", int: "int", float: "float", bool: "bool", type(None): "_NONE"}
 
 
-def _compile_shape(resource: dict, plan: tuple):
-    """A function ``check(resource) -> True | False | None`` for the shape of `resource` (see above):
-    True when the resource has this shape and every leaf passes its checker, False when it has this
-    shape but a leaf is not vouched for, None when it has another shape. None if not compilable."""
-    lines: list[str] = []
-    names: dict = {"_NONE": type(None)}
-    leaves: list[str] = []
-    counter = [0]
+@dataclass(frozen=True)
+class _Program:
+    """One shape as code: `walk` lines in walk order, each ("if", failure condition) or ("=", statement),
+    then the leaf checks as (variable, checker), and the variables of its float leaves."""
 
-    def var() -> str:
-        counter[0] += 1
-        return f"n{counter[0]}"
+    walk: tuple
+    leaves: tuple
+    floats: tuple
 
-    def const(value) -> str:
-        name = f"k{len(names)}"
-        names[name] = value
-        return name
 
-    def walk(node, ref: str) -> None:
+def _program(resource: dict, plan: tuple) -> _Program | None:
+    """The `_Program` of `resource`'s shape; None when its leaves do not line up with `plan`."""
+    walk: list = []
+    refs: list[str] = []
+    floats: list[str] = []
+
+    def visit(node, ref: str) -> None:
         kind = type(node)
         if kind is dict:
-            lines.append(f"if type({ref}) is not dict or tuple({ref}) != {const(tuple(node))}: return None")
+            if any(type(key) is not str for key in node):
+                raise _Unplannable  # keys are written as literals
+            walk.append(("if", f"type({ref}) is not dict or tuple({ref}) != {tuple(node)!r}"))
             for key, value in node.items():
-                child = var()
-                lines.append(f"{child} = {ref}[{key!r}]")
+                child = bind(f"{ref}[{key!r}]")
                 if key == "resourceType" and type(value) is str:
-                    lines.append(f"if type({child}) is not str or {child} != {value!r}: return None")
+                    walk.append(("if", f"type({child}) is not str or {child} != {value!r}"))
                 else:
-                    walk(value, child)
+                    visit(value, child)
         elif kind is list:
-            lines.append(f"if type({ref}) is not list or len({ref}) != {len(node)}: return None")
+            walk.append(("if", f"type({ref}) is not list or len({ref}) != {len(node)}"))
             for index, item in enumerate(node):
-                child = var()
-                lines.append(f"{child} = {ref}[{index}]")
-                walk(item, child)
+                visit(item, bind(f"{ref}[{index}]"))
         else:
             type_name = _LEAF_TYPES.get(kind)
             if type_name is None:
                 raise _Unplannable
-            lines.append(f"if type({ref}) is not {type_name}: return None")
-            leaves.append(ref)
+            walk.append(("if", f"type({ref}) is not {type_name}"))
+            refs.append(ref)
+            if kind is float:
+                floats.append(ref)
 
-    walk(resource, "r")
-    if len(leaves) != len(plan):
+    def bind(expression: str) -> str:
+        # named by position, so shapes that walk alike so far write the same lines
+        name = f"n{len(walk)}"
+        walk.append(("=", f"{name} = {expression}"))
+        return name
+
+    visit(resource, "r")
+    if len(refs) != len(plan):
         return None
-    checks = []
-    for ref, check in zip(leaves, plan):
-        if check is _always:
-            continue  # the structure check already fixed the leaf's type, and the model accepted it
+    # the structure check already fixed an `_always` leaf's type, and the model accepted it
+    leaves = tuple((ref, check) for ref, check in zip(refs, plan) if check is not _always)
+    return _Program(tuple(walk), leaves, tuple(floats))
+
+
+#: a compiled check's answer for a valid resource with a float that json writes with an exponent
+_VALID_EXPONENT_FLOATS = "valid, exponent floats"
+
+
+def _compile_head(programs: tuple):
+    """A function ``check(resource) -> True | _VALID_EXPONENT_FLOATS | False | None`` for the shapes of
+    `programs` (one head, see above): truthy when the resource has one of these shapes and every leaf
+    passes its checker (True when each float is 0 or 1e-4 <= |x| < 1e16: see `fastjson.dumps`), False
+    when it has one but a leaf is not vouched for, None when it has none of them."""
+    names: dict = {"_NONE": type(None), "_VALID_EXPONENT_FLOATS": _VALID_EXPONENT_FLOATS}
+    ids: dict = {}
+
+    def const(value) -> str:
+        name = ids.get(id(value))
+        if name is None:
+            name = ids[id(value)] = f"k{len(names)}"
+            names[name] = value
+        return name
+
+    def leaf_check(ref: str, check) -> str:
         if isinstance(check, _Primitive) and check.fast is not None:
             # Dates, ids and strings are mostly distinct and the memo only keeps what `fast` refused.
-            checks.append(f"if not {const(check.fast)}({ref}) and not {const(check)}({ref}): return False")
-        elif isinstance(check, _Primitive):  # the memo first: most leaves repeat (codes, systems)
-            checks.append(f"if {ref} not in {const(check.seen)} and not {const(check)}({ref}): return False")
-        else:
-            checks.append(f"if not {const(check)}({ref}): return False")
-    body = "\n    ".join(lines + checks + ["return True"])
-    source = f"def check(r):\n    {body}\n"
-    namespace = dict(names)
-    exec(compile(source, "<fast_validate shape>", "exec"), namespace)  # noqa: S102 - code built from the shape only
-    return namespace["check"]
+            return f"if not {const(check.fast)}({ref}) and not {const(check)}({ref}): return False"
+        if isinstance(check, _Primitive):  # the memo first: most leaves repeat (codes, systems)
+            return f"if {ref} not in {const(check.seen)} and not {const(check)}({ref}): return False"
+        return f"if not {const(check)}({ref}): return False"
+
+    lines: list[str] = []
+
+    def emit(group: list, at: int, indent: str) -> None:
+        """`group` shares its walk before `at`: write the rest once while it agrees, then branch."""
+        first = group[0].walk
+        while at < len(first) and all(at < len(p.walk) and p.walk[at] == first[at] for p in group):
+            kind, text = first[at]
+            lines.append(f"{indent}if {text}: return None" if kind == "if" else indent + text)
+            at += 1
+        if len(group) == 1:
+            lines.extend(indent + leaf_check(ref, check) for ref, check in group[0].leaves)
+            lines.extend(f"{indent}if {ref} != 0.0 and not 1e-4 <= abs({ref}) < 1e16: return _VALID_EXPONENT_FLOATS"
+                         for ref in group[0].floats)
+            lines.append(indent + "return True")
+            return
+        branches: dict = {}
+        for program in group:
+            if at >= len(program.walk) or program.walk[at][0] != "if":
+                raise _Unplannable  # shapes can only part at a guard (see above); never trust otherwise
+            branches.setdefault(program.walk[at][1], []).append(program)
+        for condition, members in branches.items():
+            lines.append(f"{indent}if not ({condition}):")
+            emit(members, at + 1, indent + "    ")
+        lines.append(indent + "return None")
+
+    emit(list(programs), 0, "    ")
+    source = "def check(r):\n" + "\n".join(lines) + "\n"
+    exec(compile(source, "<fast_validate shape>", "exec"), names)  # noqa: S102 - code built from the shapes only
+    return names["check"]
 
 
 # -- the validator --------------------------------------------------------------------------------
@@ -380,28 +411,32 @@ class ShapeValidator:
     def __init__(self, *, max_shapes: int = MAX_SHAPES):
         self.max_shapes = max_shapes
         self._plans: dict = {}
-        # (resourceType, top-level keys) -> compiled checks of the planned shapes with that head
+        # (resourceType, top-level keys) -> the compiled check of the planned shapes with that head
         self._compiled: dict = {}
+        self._programs: dict = {}  # the same key -> the `_Program`s its check was compiled from
         self._compiled_shapes: set = set()
         self.stats = {"fast": 0, "full": 0, "shapes": 0}
 
-    def validate(self, resource: dict) -> None:
-        """Raise `RecordError` (FHIR_INVALID) when `resource` is not a valid R4 resource."""
+    def validate(self, resource: dict) -> bool:
+        """Raise `RecordError` (FHIR_INVALID) when `resource` is not a valid R4 resource.
+
+        Returns True when a compiled check also found every float in it plain (0 or 1e-4 <= |x| < 1e16),
+        which spares `fastjson.dumps` its own search for floats; False when that is not known.
+        """
         if type(resource) is not dict:
             full_validate(resource)
-            return
+            return False
         resource_type = resource.get("resourceType")
         if type(resource_type) is str:
-            for check in self._compiled.get((resource_type, tuple(resource)), ()):
-                verdict = check(resource)
-                if verdict is None:
-                    continue  # another shape with the same head
-                if verdict:
-                    self.stats["fast"] += 1
-                    return
+            check = self._compiled.get((resource_type, tuple(resource)))
+            verdict = check(resource) if check is not None else None
+            if verdict:
+                self.stats["fast"] += 1
+                return verdict is True
+            if verdict is not None:
                 self.stats["full"] += 1
                 full_validate(resource)  # a leaf the fast path cannot vouch for: fhir.resources decides
-                return
+                return False
         leaves: list = []
         shape = shape_of(resource, leaves)
         plan = self._plans.get(shape)
@@ -413,12 +448,13 @@ class ShapeValidator:
                     break
             else:
                 self.stats["fast"] += 1
-                return
+                return False
         self.stats["full"] += 1
         full_validate(resource)  # raises with fhir.resources' own message
         if plan is None and len(self._plans) < self.max_shapes:
             self._plans[shape] = self._make_plan(resource, len(leaves))
             self.stats["shapes"] += 1
+        return False
 
     def _add_compiled(self, shape, resource: dict, plan: tuple) -> None:
         if len(self._compiled_shapes) >= MAX_COMPILED_SHAPES:
@@ -426,14 +462,20 @@ class ShapeValidator:
         self._compiled_shapes.add(shape)  # tried once, compiled or not
         if len(plan) > MAX_COMPILED_LEAVES or type(resource.get("resourceType")) is not str:
             return
+        key = (resource["resourceType"], tuple(resource))
+        programs = self._programs.get(key, ())
+        if len(programs) >= MAX_CANDIDATES:
+            return
         try:
-            check = _compile_shape(resource, plan)
+            program = _program(resource, plan)
+            if program is None:
+                return
+            check = _compile_head(programs + (program,))
         except (_Unplannable, RecursionError, SyntaxError, MemoryError):
             return
-        key = (resource["resourceType"], tuple(resource))
-        candidates = self._compiled.get(key, ())
-        if check is not None and len(candidates) < MAX_CANDIDATES:
-            self._compiled[key] = candidates + (check,)  # a new tuple: readers in other threads see old or new
+        # new objects, not updates: readers in other threads see the old check or the new one
+        self._programs[key] = programs + (program,)
+        self._compiled[key] = check
 
     @staticmethod
     def _make_plan(resource: dict, leaves: int):
@@ -453,6 +495,6 @@ class ShapeValidator:
 default_validator = ShapeValidator()
 
 
-def validate(resource: dict) -> None:
-    """Validate with the process's shared `ShapeValidator` (see the module docstring)."""
-    default_validator.validate(resource)
+def validate(resource: dict) -> bool:
+    """Validate with the process's shared `ShapeValidator` (see the module docstring and its `validate`)."""
+    return default_validator.validate(resource)

@@ -29,6 +29,7 @@ from functools import lru_cache
 
 from transforms import fastjson
 from transforms.errors import RecordError
+from transforms.fast_validate import common_datetime
 from transforms.ids import resource_id
 from transforms.terminology import Terminology
 
@@ -48,6 +49,7 @@ _DATE_ELEMENTS = frozenset({
     "onsetDateTime", "abatementDateTime", "recordedDate", "authoredOn", "occurrenceDateTime",
     "performedDateTime", "lastOccurrence", "date", "recorded", "expirationDate", "valueDateTime",
 })
+_WATCHED_KEYS = _DATE_ELEMENTS | {"reference"}
 _DATE_SHAPE = re.compile(
     r"(?P<date>\d{4}(-\d{2}(-\d{2})?)?)"
     r"(T(?P<time>\d{2}:\d{2}:\d{2}(\.\d+)?)(?P<tz>Z|[+-]\d{2}:\d{2}))?"
@@ -140,14 +142,14 @@ def _convert_in_place(resource: dict, hospital: str) -> dict:
     """
     stack = [resource]
     pop, extend = stack.pop, stack.extend
-    rewrite, disjoint = _rewrite_reference, _DATE_ELEMENTS.isdisjoint
+    rewrite, disjoint = _rewrite_reference, _WATCHED_KEYS.isdisjoint
     while stack:
         node = pop()
         if type(node) is dict:
-            reference = node.get("reference")
-            if type(reference) is str:
-                node["reference"] = rewrite(reference, hospital)
-            if not disjoint(node):
+            if not disjoint(node):  # one test for the many dicts (codings, quantities) with nothing to do
+                reference = node.get("reference")
+                if type(reference) is str:
+                    node["reference"] = rewrite(reference, hospital)
                 for key in _DATE_ELEMENTS.intersection(node):
                     value = node[key]
                     if type(value) is str and not _valid_date(value):
@@ -159,6 +161,8 @@ def _convert_in_place(resource: dict, hospital: str) -> dict:
 
 
 def _valid_date(text: str) -> bool:
+    if common_datetime(text):  # a subset of what the checks below accept, found without parsing
+        return True
     match = _DATE_SHAPE.fullmatch(text)
     if match is None:
         return False

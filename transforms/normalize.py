@@ -163,8 +163,9 @@ def normalize_record(row: dict, mapping: Mapping) -> Iterator[dict]:
         resources = _resources(row, mapping)
         if not resources:
             raise RecordError("UNSUPPORTED", f"{row['format']} record maps to no resource")
+        plain_floats = []  # per resource: validate found its floats plain, so dumps need not look for them
         for resource in resources:
-            validate(resource)
+            plain_floats.append(validate(resource))
             if resource.get("resourceType") not in RESOURCE_TABLES:
                 raise RecordError("UNSUPPORTED", f"resource type {resource.get('resourceType')} has no silver table")
     except RecordError as exc:
@@ -174,11 +175,11 @@ def normalize_record(row: dict, mapping: Mapping) -> Iterator[dict]:
         yield {**base, "outcome": "quarantined", "error_code": "MAPPING_BUG", "reason": f"{type(exc).__name__} in the {row['feed']} mapping",
                "record_resources": 0}
         return
-    for number, resource in enumerate(resources):
+    for number, (resource, plain) in enumerate(zip(resources, plain_floats)):
         yield {
             **base, "outcome": "normalized", "resource_type": resource["resourceType"], "id": resource["id"],
             "patient_id": _patient_id(resource), "national_id": _national_id(resource),
-            "resource": fastjson.dumps(resource),  # the stdlib's compact sorted text, byte for byte
+            "resource": fastjson.dumps(resource, plain_floats=plain),  # the stdlib's compact sorted text, byte for byte
             "updated": (resource.get("meta") or {}).get("lastUpdated"), "unmapped": _unmapped(resource),
             "record_resources": None if number else len(resources),
         }

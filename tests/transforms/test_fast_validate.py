@@ -46,6 +46,22 @@ CONDITION = {
 }
 SEEDS = [PATIENT, ENCOUNTER, OBSERVATION, CONDITION]
 
+
+def _variant(seed: dict, change) -> dict:
+    resource = copy.deepcopy(seed)
+    change(resource)
+    return resource
+
+
+# Shapes with a seed's head (resourceType and top-level keys) that part from it deep inside, as feeds
+# produce them: an int quantity instead of a float, two codings instead of one, one list item fewer.
+SIBLINGS = [
+    _variant(OBSERVATION, lambda r: r["valueQuantity"].update(value=5)),
+    _variant(OBSERVATION, lambda r: r["code"]["coding"].append({"system": "urn:local", "code": "GLU"})),
+    _variant(OBSERVATION, lambda r: r["referenceRange"][0].pop("high")),
+    _variant(PATIENT, lambda r: r["name"][0]["given"].pop()),
+]
+
 # Values that sit on the edges of the FHIR primitive types (and of the fast path's own patterns).
 TRICKY = [
     "", " ", "  x", "x  y", "x\ty", "a b", "\n", "final", "FINAL", "urn:oid:1.2.3", "http://x y", "Patient/p 1",
@@ -215,21 +231,48 @@ def test_mutated_official_examples_get_the_same_verdict(data):
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
-def test_a_compiled_shape_matches_exactly_the_resources_of_its_shape(resource):
-    """The compiled checks find a resource's shape without `shape_of`: each must claim (answer True or
-    False) exactly the resources whose `shape_of` equals its seed's, and answer None for every other."""
-    validator = warmed()
-    for seed in SEEDS:  # a shape is compiled when it is seen the second time
+def test_a_compiled_check_matches_exactly_the_resources_of_its_shapes(resource):
+    """The compiled checks find a resource's shape without `shape_of`: the check of a head must claim
+    (answer True or False) exactly the resources whose `shape_of` equals one of its seeds', and answer
+    None for every other."""
+    validator = ShapeValidator()
+    for seed in SEEDS + SIBLINGS:  # a shape is compiled when it is seen the second time
         validator.validate(copy.deepcopy(seed))
-    compiled = [check for checks in validator._compiled.values() for check in checks]
-    assert len(compiled) == len(SEEDS)
+        validator.validate(copy.deepcopy(seed))
+    assert sum(len(programs) for programs in validator._programs.values()) == len(SEEDS + SIBLINGS)
     shape = shape_of(resource, [])
     for seed in SEEDS:
         key = (seed["resourceType"], tuple(seed))
-        (check,) = validator._compiled[key]
-        assert check(copy.deepcopy(seed)) is True
+        check = validator._compiled[key]
+        head = [s for s in SEEDS + SIBLINGS if (s["resourceType"], tuple(s)) == key]
+        for member in head:
+            assert check(copy.deepcopy(member)) is True
         claimed = check(copy.deepcopy(resource)) is not None
-        assert claimed == (shape == shape_of(seed, [])), seed["resourceType"]
+        assert claimed == any(shape == shape_of(member, []) for member in head), seed["resourceType"]
+
+
+def test_every_shape_of_a_head_is_judged_by_the_compiled_check():
+    """The last shape compiled into a head is found as surely as the first: a valid resource of it takes
+    the fast path, an invalid one gets fhir.resources' own message."""
+    validator = ShapeValidator()
+    observations = [OBSERVATION] + [s for s in SIBLINGS if s["resourceType"] == "Observation"]
+    for seed in observations:
+        validator.validate(copy.deepcopy(seed))
+        validator.validate(copy.deepcopy(seed))
+    (key,) = {(s["resourceType"], tuple(s)) for s in observations}
+    assert len(validator._programs[key]) == len(observations)
+    last = copy.deepcopy(observations[-1])
+    last["id"], last["effectiveDateTime"] = "o-2", "2024-02-03T04:05:06Z"
+    before = dict(validator.stats)
+    validator.validate(last)
+    assert validator.stats == {**before, "fast": before["fast"] + 1}
+    last["effectiveDateTime"] = "2024-02-30T04:05:06Z"
+    assert validator._compiled[key](last) is False  # its shape, a value the fast path cannot vouch for
+    with pytest.raises(RecordError) as caught:
+        validator.validate(last)
+    with pytest.raises(RecordError) as expected:
+        full_validate(copy.deepcopy(last))
+    assert (caught.value.code, caught.value.reason) == (expected.value.code, expected.value.reason)
 
 
 @settings(max_examples=3000, deadline=None)
@@ -245,3 +288,20 @@ def test_the_fast_string_rule_accepts_only_what_fhir_resources_accepts(value):
     assert _fast_for(annotation, str) is _fast_string
     if _fast_string(value):
         TypeAdapter(annotation).validate_python(value)  # raises if fhir.resources would refuse it
+
+
+@pytest.mark.parametrize("value", [5.4, 0.0, -0.0, 1e-4, 9.9e15, 1e-5, 1e-7, 1e16, 1.5e300, 3])
+def test_a_compiled_check_says_plain_floats_only_when_json_writes_them_without_exponent(value):
+    """`validate` returning True lets `fastjson.dumps` skip its float search, so it must mean what
+    the search would find: every float of the resource written alike by json and msgspec."""
+    from transforms import fastjson
+
+    validator = ShapeValidator()
+    resource = copy.deepcopy(OBSERVATION)
+    resource["valueQuantity"]["value"] = value
+    for _ in range(2):  # compiled on the second sight
+        validator.validate(copy.deepcopy(resource))
+    plain = validator.validate(resource)
+    assert validator._compiled[("Observation", tuple(resource))](resource)
+    assert plain == fastjson._floats_as_repr(resource)
+    assert fastjson.dumps(resource, plain_floats=plain) == json.dumps(resource, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
