@@ -3,10 +3,72 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable
 
-from transforms.hl7v2.parse import Message
+import msgspec
+
+from transforms.hl7v2.parse import Delimiters, Message, Segment
 from transforms.ids import resource_id
 from transforms.terminology import Terminology
+
+# Mappings that memoise what a segment gives keep it packed: msgpack keeps dict order and JSON types
+# exactly, and each message unpacks its own copy, so no two messages share a mutable dict. `pack` raises
+# (OverflowError, TypeError, ValueError, UnicodeError) for what it cannot hold exactly (an integer beyond
+# 64 bits, a lone surrogate): the caller then maps the segment itself.
+pack = msgspec.msgpack.Encoder().encode
+unpack = msgspec.msgpack.Decoder().decode
+PACK_ERRORS = (OverflowError, TypeError, ValueError, UnicodeError)
+
+
+def segment_parts(seg: Segment, varying: tuple[int, ...], build: Callable[[Segment, str, Terminology], dict],
+                  ctx: Context) -> dict:
+    """``build(seg, hospital, terminology)``, a fresh dict, memoised on the segment's fields other than
+    `varying`.
+
+    For segments whose clinical content repeats from message to message (the same tests, units,
+    ranges, diagnoses) while a few fields (set id, value, time) do not: `build` must read only the
+    other fields, and raise nothing (the caller raises, where the unmemoised mapping did).
+    """
+    fields = list(seg.fields)
+    for n in varying:
+        if n < len(fields):
+            fields[n] = ""
+    packed = _packed_parts(build, tuple(fields), seg.delimiters, ctx.hospital, _identity(ctx.terminology))
+    return build(seg, ctx.hospital, ctx.terminology) if packed is None else unpack(packed)
+
+
+# The keys are segment fields, i.e. PHI: bounded, in this process's memory only, never logged.
+@lru_cache(maxsize=8192)
+def _packed_parts(build: Callable[[Segment, str, Terminology], dict], fields: tuple[str, ...], d: Delimiters,
+                  hospital: str, terminology: _Identity) -> bytes | None:
+    try:
+        return pack(build(Segment(fields[0], list(fields), d), hospital, terminology.obj))
+    except PACK_ERRORS:
+        return None
+
+
+class _Identity:
+    """A cache key for an object that is equal only to itself: a `Terminology` holds a dict, so it has
+    no hash, and a run maps every record with one. The key keeps its object alive, so no other object
+    can take its place (and its id) while a cache entry made with it remains."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object):
+        self.obj = obj
+
+
+_last_identity = _Identity(None)
+
+
+def _identity(obj: object) -> _Identity:
+    """The `_Identity` of `obj`: the same key for the same object as long as no other one is asked for."""
+    global _last_identity
+    key = _last_identity  # read once: another thread may set a new one, this key stays `obj`'s
+    if key.obj is not obj:
+        key = _last_identity = _Identity(obj)
+    return key
 
 
 @dataclass

@@ -7,9 +7,10 @@ import hashlib
 from transforms.errors import RecordError
 from transforms.hl7v2 import datatypes as dt
 from transforms.hl7v2 import vocab
-from transforms.hl7v2._context import Context
+from transforms.hl7v2._context import Context, segment_parts
 from transforms.hl7v2.parse import Segment
 from transforms.systems import local_code_system, visit_system
+from transforms.terminology import Terminology
 
 
 def _encounter_status(trigger: str, patient_class: str, discharged: bool) -> str:
@@ -28,18 +29,17 @@ def _encounter_status(trigger: str, patient_class: str, discharged: bool) -> str
 _VISIT_EVENTS = frozenset({"A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A11", "A12", "A13"})
 
 
-def _encounter_key(ctx: Context, pv1: Segment, index: int) -> str:
+def _encounter_key(ctx: Context, pv1: Segment, index: int, visit: str, admit: str, patient_class: str) -> str:
     """PV1-19 visit number; else patient + PV1-44 admit time; else the message and the PV1's content.
+    (``visit``, ``admit``, ``patient_class``: PV1-19, PV1-44 and PV1-2 as `map_encounter` read them.)
 
     The last is a visit known only from this message (ELR and order messages often send PV1 without a
     number): the IG still maps it to an Encounter, and keying it by MSH-10 and the segment keeps the id
     the same when the message is delivered again, while two different messages never merge their PV1s.
     """
-    visit = pv1.value(19).strip()
-    admit = pv1.value(44).strip()
     if visit:
         return visit
-    if admit and pv1.value(2).strip():
+    if admit and patient_class:
         return f"{ctx.mrn}|admit|{admit}"
     digest = hashlib.sha256(pv1.raw.encode("utf-8")).hexdigest()[:16]
     return f"{ctx.mrn}|msg|{ctx.message.control_id}|{index}|{digest}"
@@ -78,7 +78,7 @@ def map_encounter(ctx: Context, pv1: Segment, index: int = 1) -> dict | None:
     patient_class = pv1.value(2).strip().upper()
     if patient_class == "N" and not visit and not admit:
         return None
-    key = _encounter_key(ctx, pv1, index)
+    key = _encounter_key(ctx, pv1, index, visit, admit, patient_class)
     encounter_class = _encounter_class(ctx, patient_class, bool(visit))
     start = dt.fhir_datetime(admit, "PV1-44", ctx.tz)
     end = dt.fhir_datetime(pv1.value(45), "PV1-45", ctx.tz)
@@ -123,18 +123,29 @@ def _first(seg: Segment, n: int):
 
 
 def _fact_key(ctx: Context, seg: Segment, index: int, code_field: int) -> str:
-    set_id = seg.value(1).strip()
-    code = seg.value(code_field).strip()
-    return f"{ctx.context_key}|{set_id or code or f'#{index}'}"
+    local = seg.value(1).strip() or seg.value(code_field).strip() or f"#{index}"
+    return f"{ctx.context_key}|{local}"
 
 
-def map_condition(ctx: Context, dg1: Segment, index: int) -> dict | None:
-    concept = dt.codeable_concept(_first(dg1, 3), ctx.hospital, "dx", ctx.terminology)
+#: DG1 fields that change from one diagnosis to the next: set id, onset and recorded times. The others
+#: (code, description, type) repeat across a hospital's messages.
+_VARYING_DG1_FIELDS = (1, 5, 19)
+
+
+def _condition_parts(dg1: Segment, hospital: str, terminology: Terminology) -> dict:
+    """What a Condition takes from the DG1 fields other than `_VARYING_DG1_FIELDS`."""
+    concept = dt.codeable_concept(_first(dg1, 3), hospital, "dx", terminology)
     description = dg1.field(4).text().strip()
     if concept is None and description:
         concept = {"text": description}
     elif concept is not None and description and "text" not in concept:
         concept["text"] = description
+    return {"code": concept, "entered_in_error": dg1.value(21).strip().upper() == "D"}
+
+
+def map_condition(ctx: Context, dg1: Segment, index: int) -> dict | None:
+    parts = segment_parts(dg1, _VARYING_DG1_FIELDS, _condition_parts, ctx)
+    concept = parts["code"]
     if concept is None:
         return None  # a DG1 with neither code nor description states nothing
     condition: dict = {
@@ -152,7 +163,7 @@ def map_condition(ctx: Context, dg1: Segment, index: int) -> dict | None:
     recorded = dt.fhir_datetime(dg1.value(19), "DG1-19", ctx.tz)
     if recorded:
         condition["recordedDate"] = recorded
-    if dg1.value(21).strip().upper() == "D":
+    if parts["entered_in_error"]:
         condition["verificationStatus"] = {"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "entered-in-error"}]}
     return ctx.add(condition)

@@ -41,8 +41,13 @@ def order_identifiers(ctx: Context, orc: Segment | None, obr: Segment | None) ->
     for ServiceRequest, which keeping both satisfies."""
     out: list[dict] = []
     for n, type_code in ((2, "PLAC"), (3, "FILL")):
+        previous = ""
         for seg in (orc, obr):
-            ident = _order_identifier(_first(seg, n), type_code, ctx.hospital)
+            rep = _first(seg, n)
+            if rep is None or rep.raw == previous:
+                continue  # ORC and OBR mostly quote the same number: the same text is the same identifier
+            previous = rep.raw
+            ident = _order_identifier(rep, type_code, ctx.hospital)
             if ident and ident not in out:
                 out.append(ident)
     return out

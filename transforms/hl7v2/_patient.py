@@ -5,12 +5,10 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 
-import msgspec
-
 from transforms.errors import RecordError
 from transforms.hl7v2 import datatypes as dt
 from transforms.hl7v2 import vocab
-from transforms.hl7v2._context import Context
+from transforms.hl7v2._context import PACK_ERRORS, Context, pack, unpack
 from transforms.hl7v2.parse import Delimiters, Repetition, Segment
 from transforms.ids import resource_id
 from transforms.systems import NATIONAL_ID_SYSTEM, mrn_system
@@ -45,15 +43,11 @@ def map_patient(ctx: Context, pid: Segment) -> dict:
                 str(overrides.get("mrn_type", "MR")).upper(), overrides.get("missing_mrn") == "keep")
     mrn, pid_id, packed = _packed_patient(pid.fields, pid.delimiters, *settings)
     # A fresh dict each time: later segments (MRG, Z-segments) and other mappers change the Patient.
-    patient = _patient(pid, *settings)[2] if packed is None else _unpack(packed)
+    patient = _patient(pid, *settings)[2] if packed is None else unpack(packed)
     ctx.mrn = mrn
     ctx.patient_ref = f"Patient/{pid_id}"
     ctx.visit_key = ctx.encounter_ref = ctx.report = ctx.report_key = None
     return ctx.add(patient)
-
-
-_pack = msgspec.msgpack.Encoder().encode
-_unpack = msgspec.msgpack.Decoder().decode
 
 
 # Memoised: a patient's messages (admission, results, discharge) repeat the same PID, and mapping it was
@@ -67,8 +61,8 @@ def _packed_patient(fields: tuple[str, ...], d: Delimiters, hospital: str, tz: s
     it exactly (an integer beyond 64 bits), and the caller then maps the PID itself."""
     mrn, pid_id, patient = _patient(Segment("PID", list(fields), d), hospital, tz, field_name, want_type, keep_missing)
     try:
-        return mrn, pid_id, _pack(patient)
-    except (OverflowError, TypeError, ValueError, UnicodeError):
+        return mrn, pid_id, pack(patient)
+    except PACK_ERRORS:
         return mrn, pid_id, None
 
 

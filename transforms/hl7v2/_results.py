@@ -5,8 +5,9 @@ from __future__ import annotations
 from transforms.errors import RecordError
 from transforms.hl7v2 import datatypes as dt
 from transforms.hl7v2 import _orders, vocab
-from transforms.hl7v2._context import Context
+from transforms.hl7v2._context import Context, segment_parts
 from transforms.hl7v2.parse import Repetition, Segment
+from transforms.terminology import Terminology
 
 
 def _first(seg: Segment, n: int) -> Repetition | None:
@@ -157,32 +158,31 @@ def _numeric_with_comparator(text: str, unit: dict) -> dict | None:
     return None
 
 
-def _value(ctx: Context, obx: Segment) -> dict:
-    value_type = obx.value(2).strip().upper()
+def _value(ctx: Context, obx: Segment, value_type: str, unit: dict) -> dict:
+    """OBX-5 as Observation.value[x]; ``value_type`` and ``unit``: OBX-2 and OBX-6 as `_observation_parts`
+    reads them."""
     reps = obx.field(5).repetitions
     if not reps:
         return {}
     if len(reps) > 1 and value_type not in _TEXT_TYPES:
         # Repeated coded or numeric values ("60~120") are several results of one test: components.
-        values = [_one_value(ctx, obx, value_type, [rep]) for rep in reps]
+        values = [_one_value(ctx, value_type, [rep], unit) for rep in reps]
         return {"_components": [v for v in values if v]}
-    return _one_value(ctx, obx, value_type, reps)
+    return _one_value(ctx, value_type, reps, unit)
 
 
 _TEXT_TYPES = frozenset({"ST", "TX", "FT", "VR"})
 
 
-def _one_value(ctx: Context, obx: Segment, value_type: str, reps: list[Repetition]) -> dict:
+def _one_value(ctx: Context, value_type: str, reps: list[Repetition], unit: dict) -> dict:
     first = reps[0]
     if value_type == "NM":
-        unit = dt.quantity_unit(_first(obx, 6))
         text = first.text().strip()
         n = dt.decimal(text)
         if n is not None:
             return {"valueQuantity": {"value": n, **unit}}
         return _numeric_with_comparator(text, unit) or {"valueString": text}
     if value_type == "SN":
-        unit = dt.quantity_unit(_first(obx, 6))
         out = _sn_value(first, unit)
         if out:
             return out
@@ -214,12 +214,44 @@ def _one_value(ctx: Context, obx: Segment, value_type: str, reps: list[Repetitio
     return {"valueString": text} if text else {}
 
 
-def map_observation(ctx: Context, obx: Segment, index: int, set_ids: set) -> dict:
-    code_rep = _first(obx, 3)
-    concept = dt.codeable_concept(code_rep, ctx.hospital, "lab", ctx.terminology)
-    if concept is None:
+#: OBX fields that change from one result to the next: set id, sub-id, value and time. The others (code,
+#: units, range, flags, status, method, body site) come in a few hundred combinations per feed.
+_VARYING_OBX_FIELDS = (1, 4, 5, 14)
+
+
+def _observation_parts(obx: Segment, hospital: str, terminology: Terminology) -> dict:
+    """What an Observation takes from the OBX fields other than `_VARYING_OBX_FIELDS`.
+    ``status`` None: OBX-11 has no mapping."""
+    concept = dt.codeable_concept(_first(obx, 3), hospital, "lab", terminology)
+    status_code = obx.value(11).strip().upper()
+    interpretations = []
+    for rep in obx.field(8).repetitions:
+        flag = rep.component(1).strip()
+        display = vocab.INTERPRETATION.get(flag.upper())
+        if display:
+            interpretations.append({"coding": [{"system": vocab.OBS_INTERPRETATION, "code": flag.upper(),
+                                                "display": display}]})
+        else:
+            concept_i = dt.codeable_concept(rep, hospital, "interpretation")
+            if concept_i:
+                interpretations.append(concept_i)
+    return {
         # Observation.code is required; an OBX without OBX-3 still carries a value worth keeping.
-        concept = dict(vocab.UNKNOWN_CONCEPT)
+        "code": concept if concept is not None else dict(vocab.UNKNOWN_CONCEPT),
+        "status": vocab.OBSERVATION_STATUS.get(status_code) if status_code else "unknown",
+        "type": obx.value(2).strip().upper(),
+        "unit": dt.quantity_unit(_first(obx, 6)),
+        "referenceRange": obx.field(7).text().strip(),
+        "interpretation": interpretations,
+        "method": dt.codeable_concept(_first(obx, 17), hospital, "method"),
+        "bodySite": dt.codeable_concept(_first(obx, 20), hospital, "body-site"),
+    }
+
+
+def map_observation(ctx: Context, obx: Segment, index: int, set_ids: set) -> dict:
+    # Memoised: half the cost of an Observation was reading the fields that repeat across messages.
+    parts = segment_parts(obx, _VARYING_OBX_FIELDS, _observation_parts, ctx)
+    concept = parts["code"]
     set_id = obx.value(1).strip()
     sub_id = obx.value(4).strip()
     local = f"{set_id}.{sub_id}" if set_id and sub_id else set_id
@@ -230,15 +262,12 @@ def map_observation(ctx: Context, obx: Segment, index: int, set_ids: set) -> dic
         key = f"{ctx.report_key}|{local}"
     else:
         # OBX outside a result group (ADT vitals): keyed by what it says, so an update replaces it.
+        code_rep = _first(obx, 3)
         obs_code = code_rep.component(1).strip() if code_rep is not None else ""
         key = f"{ctx.context_key}|{obs_code}|{obx.value(14).strip()}|{local}"
-    status_code = obx.value(11).strip().upper()
-    if status_code:
-        status = vocab.OBSERVATION_STATUS.get(status_code)
-        if status is None:
-            raise RecordError("UNKNOWN_CODE", "OBX-11 observation result status has no mapping")
-    else:
-        status = "unknown"
+    status = parts["status"]
+    if status is None:
+        raise RecordError("UNKNOWN_CODE", "OBX-11 observation result status has no mapping")
     obs: dict = {
         "resourceType": "Observation",
         "id": ctx.rid("Observation", key),
@@ -248,7 +277,7 @@ def map_observation(ctx: Context, obx: Segment, index: int, set_ids: set) -> dic
     }
     if ctx.encounter_ref:
         obs["encounter"] = {"reference": ctx.encounter_ref}
-    value = _value(ctx, obx)
+    value = _value(ctx, obx, parts["type"], parts["unit"])
     components = value.pop("_components", None)
     if components:
         obs["component"] = [{"code": concept, **v} for v in components]
@@ -261,28 +290,11 @@ def map_observation(ctx: Context, obx: Segment, index: int, set_ids: set) -> dic
         report_time = ctx.report.get("effectiveDateTime") or ctx.report.get("effectivePeriod", {}).get("start")
         if report_time:
             obs["effectiveDateTime"] = report_time
-    ref_range = obx.field(7).text().strip()
-    if ref_range:
-        obs["referenceRange"] = [{"text": ref_range}]
-    interpretations = []
-    for rep in obx.field(8).repetitions:
-        flag = rep.component(1).strip()
-        display = vocab.INTERPRETATION.get(flag.upper())
-        if display:
-            interpretations.append({"coding": [{"system": vocab.OBS_INTERPRETATION, "code": flag.upper(),
-                                                "display": display}]})
-        else:
-            concept_i = dt.codeable_concept(rep, ctx.hospital, "interpretation")
-            if concept_i:
-                interpretations.append(concept_i)
-    if interpretations:
-        obs["interpretation"] = interpretations
-    method = dt.codeable_concept(_first(obx, 17), ctx.hospital, "method")
-    if method:
-        obs["method"] = method
-    body_site = dt.codeable_concept(_first(obx, 20), ctx.hospital, "body-site")
-    if body_site:
-        obs["bodySite"] = body_site
+    if parts["referenceRange"]:
+        obs["referenceRange"] = [{"text": parts["referenceRange"]}]
+    for element in ("interpretation", "method", "bodySite"):
+        if parts[element]:
+            obs[element] = parts[element]
     obs = ctx.add(obs)
     if ctx.report is not None:
         ctx.report.setdefault("result", []).append({"reference": f"Observation/{obs['id']}"})

@@ -30,21 +30,25 @@ __all__ = [
 ]
 
 _DIGITS = frozenset("0123456789")
-_DECIMAL_CHARS = _DIGITS | {"."}  # built once: decimal() runs for every numeric OBX
+_DECIMAL_CHARS = _DIGITS | {"."}  # an OID's characters
 
 
 def _invalid(field: str) -> RecordError:
     return RecordError("INVALID_DATE", f"{field} is not a valid HL7 date/time")
 
 
-#: Days per month in a common year; February of a leap year gets one more (as `calendar.monthrange`).
-_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+#: Last day (DD) of each month (MM) in a common year; February of a leap year has a 29th.
+_LAST_DAY = {f"{m:02d}": f"{d:02d}" for m, d in enumerate((31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31), 1)}
 
 
-# YYYY[MM[DD[HH[MM[SS]]]]][.S+][+/-ZZZZ] in ASCII digits ([0-9]: other scripts' digits are no DTM).
-# Timestamps are nearly all distinct, so this runs for most values: one C-level match instead of a dozen
-# string operations. The ranges, and the rule that a fraction needs all six parts, are checked after it.
-_DTM_SHAPE = re.compile(r"([0-9]{4}(?:[0-9]{2}){0,5})(?:\.([0-9]+))?(?:([+-])([0-9]{2})([0-9]{2}))?")
+# YYYY[MM[DD[HH[MM[SS]]]]][.S+][+/-ZZZZ] in ASCII digits ([0-9]: other scripts' digits are no DTM), each
+# part its own group. Timestamps are nearly all distinct, so this runs for most values: one C-level match
+# instead of a dozen string operations. The ranges, and the rule that a fraction needs all six parts, are
+# checked after it.
+_DTM_SHAPE = re.compile(
+    r"([0-9]{4})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2}))?)?)?)?)?"
+    r"(?:\.([0-9]+))?(?:([+-])([0-9]{2})([0-9]{2}))?"
+)
 
 
 def _read_dtm(value: str) -> tuple[tuple[str, ...], str, str | None] | None:
@@ -53,36 +57,27 @@ def _read_dtm(value: str) -> tuple[tuple[str, ...], str, str | None] | None:
     match = _DTM_SHAPE.fullmatch(value.strip())
     if match is None:
         return None
-    v, fraction, sign, tz_hh, tz_mm = match.groups()
-    n = len(v)
-    if fraction is None:
-        fraction = ""
-    elif n != 14:
+    year, month, day, hour, minute, second, fraction, sign, tz_hh, tz_mm = match.groups()
+    # Every part is ASCII digits of a fixed width, so comparing the text compares the numbers.
+    if fraction is not None and second is None:
         return None
-    offset = None
-    if sign is not None:
-        hh, mm = int(tz_hh), int(tz_mm)
-        if hh > 14 or mm > 59 or (hh == 14 and mm):
-            return None
-        offset = f"{sign}{tz_hh}:{tz_mm}"
-    year = int(v[:4])
-    if year < 1:
+    if sign is not None and (tz_hh > "14" or tz_mm > "59" or (tz_hh == "14" and tz_mm != "00")):
         return None
-    if n > 4:
-        month = int(v[4:6])
-        if not 1 <= month <= 12:
+    if year == "0000":
+        return None
+    if month is None:
+        return (year,), "", None if sign is None else f"{sign}{tz_hh}:{tz_mm}"
+    if not "01" <= month <= "12":
+        return None
+    if day is not None:
+        last_day = "29" if month == "02" and calendar.isleap(int(year)) else _LAST_DAY[month]
+        if not "01" <= day <= last_day or (hour is not None and hour > "23") \
+                or (minute is not None and minute > "59") or (second is not None and second > "59"):
             return None
-        if n > 6:
-            days = _MONTH_DAYS[month] + (month == 2 and calendar.isleap(year))
-            if not 1 <= int(v[6:8]) <= days:
-                return None
-            if n > 8 and int(v[8:10]) > 23:
-                return None
-            if n > 10 and int(v[10:12]) > 59:
-                return None
-            if n > 12 and int(v[12:14]) > 59:
-                return None
-    return (v[:4], v[4:6], v[6:8], v[8:10], v[10:12], v[12:14])[:n // 2 - 1], fraction, offset
+    parts = (year, month, day, hour, minute, second)
+    if second is None:
+        parts = parts[:parts.index(None)]
+    return parts, fraction or "", None if sign is None else f"{sign}{tz_hh}:{tz_mm}"
 
 
 # Memoised: a patient's dates (birth, admission) recur across messages. The keys are date strings, which
@@ -179,17 +174,17 @@ def fhir_time(value: str, field: str) -> str | None:
     return f"{hh}:{mm}:{ss}" + (f".{frac}" if frac else "")
 
 
+#: A plain decimal in ASCII digits, an optional "+" dropped: [+][-]digits[.digits] or [+][-].digits.
+_DECIMAL = re.compile(r"\+?(-?(?:[0-9]+\.?[0-9]*|\.[0-9]+))")
+
+
 def decimal(text: str) -> int | float | None:
     """An NM value as a JSON number, or None when it is not a plain decimal (``<5``, ``pos``)."""
-    t = text.strip()
-    if t.startswith("+"):
-        t = t[1:]
-    body = t[1:] if t.startswith("-") else t
-    if not body or body.count(".") > 1 or not set(body) <= _DECIMAL_CHARS or body == ".":
+    match = _DECIMAL.fullmatch(text.strip())  # one C-level match: this runs for every numeric OBX
+    if match is None:
         return None
-    if "." in body:
-        return float(t)
-    return int(t)
+    t = match.group(1)
+    return float(t) if "." in t else int(t)
 
 
 def code(text: str) -> str | None:
@@ -289,7 +284,15 @@ def authority_system(rep: Repetition, comp: int, hospital: str) -> str | None:
 def ei_system(rep: Repetition, hospital: str) -> str | None:
     """System URI of an EI: an ISO OID (EI.3/EI.4), else the hospital-local namespace (EI.2)."""
     # EI carries its authority as components 2-4 (namespace, universal id, type), not as an HD.
-    namespace, universal, kind = rep.component(2).strip(), rep.component(3).strip(), rep.component(4).strip().upper()
+    return _ei_system(rep.component(2), rep.component(3), rep.component(4), hospital)
+
+
+# Memoised: every order number of a feed names the same assigning authority (ORC-2/3, OBR-2/3, twice
+# per order for the ServiceRequest and the DiagnosticReport). Keys are authority names: structural,
+# bounded, memory only.
+@lru_cache(maxsize=1024)
+def _ei_system(namespace: str, universal: str, kind: str, hospital: str) -> str | None:
+    namespace, universal, kind = namespace.strip(), universal.strip(), kind.strip().upper()
     if universal and kind == "ISO" and set(universal) <= _DECIMAL_CHARS:
         return f"urn:oid:{universal}"
     if namespace:

@@ -292,12 +292,12 @@ class Segment:
         if f is None:
             fields = self._fields
             raw = fields[n] if 0 < n < len(fields) else ""
-            if self.name == "MSH" and n in (1, 2):
+            if not raw:  # checked first: half the fields a mapping asks for are empty
+                return self._empty
+            if n < 3 and self.name == "MSH":
                 # MSH-1 and MSH-2 are the delimiters themselves and must not be split or unescaped.
                 f = Field(raw, self._d, split=False)
                 f._set_literal(raw)
-            elif not raw:
-                return self._empty
             else:
                 f = Field(raw, self._d)
             self._cache[n] = f
@@ -415,15 +415,15 @@ def parse_message(text: str) -> Message:
     d = _delimiters(lines[0])
     segments: list[Segment] = []
     empty = Field("", d)
+    sep = d.field
     for line in lines:
         line = line.rstrip("\x1c")
         name = line[:3]
-        rest = line[3:]
-        if _valid_segment_name(name) and (not rest or rest[0] == d.field):
-            parts = line.split(d.field)
+        if _valid_segment_name(name) and line[3:4] in (sep, ""):  # not line[3:]: that copies the line
+            parts = line.split(sep)
             if name == "MSH":
                 # "MSH|^~\&|A" splits to [MSH, ^~\&, A]; insert MSH-1 so that index == field number.
-                parts = [name, d.field] + parts[1:]
+                parts = [name, sep] + parts[1:]
             segments.append(Segment(name, parts, d, empty))
         elif segments:
             # A line that is not a segment is text the sender wrapped: keep it in the previous field.
