@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
-__all__ = ["map_rows", "arrow_schema", "map_batch", "udf_processes"]
+__all__ = ["map_rows", "map_tuple_rows", "arrow_schema", "map_batch", "udf_processes"]
 
 _TYPES = {
     "string": pa.string(), "long": pa.int64(), "bigint": pa.int64(), "int": pa.int32(), "integer": pa.int32(),
@@ -36,8 +36,21 @@ def arrow_schema(ddl: list[tuple[str, str]]) -> pa.Schema:
     return pa.schema([(name, _TYPES[kind]) for name, kind in ddl])
 
 
+class _TupleRows:
+    """A row function whose output rows are tuples of the output columns in order (`map_tuple_rows`)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[dict], Iterable[tuple]]):
+        self.fn = fn
+
+
 def map_batch(batch: pa.RecordBatch, fn: Callable[[dict], Iterable[dict]], schema: pa.Schema) -> pa.RecordBatch:
-    """`fn` over every row of `batch`; the output rows gathered column by column into one batch."""
+    """`fn` over every row of `batch`; the output rows gathered column by column into one batch.
+
+    `fn` gives dicts keyed by column name, or, wrapped by `map_tuple_rows`, tuples in column order."""
+    if type(fn) is _TupleRows:
+        return _map_tuple_batch(batch, fn.fn, schema)
     names = schema.names
     columns: list[list] = [[] for _ in names]
     appends = [column.append for column in columns]
@@ -46,6 +59,13 @@ def map_batch(batch: pa.RecordBatch, fn: Callable[[dict], Iterable[dict]], schem
             get = result.get
             for append, name in zip(appends, names):
                 append(get(name))
+    return pa.RecordBatch.from_arrays([pa.array(column, type=f.type) for column, f in zip(columns, schema)], schema=schema)
+
+
+def _map_tuple_batch(batch: pa.RecordBatch, fn: Callable[[dict], Iterable[tuple]], schema: pa.Schema) -> pa.RecordBatch:
+    rows = [out for row in batch.to_pylist() for out in fn(row)]
+    # zip(*rows) turns rows into columns in C: no dict per row, no Python call per value
+    columns = list(zip(*rows)) if rows else [() for _ in schema]
     return pa.RecordBatch.from_arrays([pa.array(column, type=f.type) for column, f in zip(columns, schema)], schema=schema)
 
 
@@ -125,3 +145,10 @@ def map_rows(df, fn: Callable[[dict], Iterable[dict]], out: list[tuple[str, str]
                 yield map_batch(batch, fn, schema)
 
     return df.mapInArrow(run, ", ".join(f"`{name}` {kind}" for name, kind in out))
+
+
+def map_tuple_rows(df, fn: Callable[[dict], Iterable[tuple]], out: list[tuple[str, str]], *, rows_per_task: int = 2048):
+    """`map_rows` with `fn` giving each output row as a tuple of the values of `out`, in its order.
+
+    For a function with many output rows: a tuple costs less to build and to gather than a dict."""
+    return map_rows(df, _TupleRows(fn), out, rows_per_task=rows_per_task)

@@ -48,10 +48,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -191,6 +193,18 @@ def _row(header: list[str], cells: list[str], columns: dict[str, str]) -> dict:
     return row
 
 
+def _row_maker(header: list[str], columns: dict[str, str]):
+    """`_row` for the rows of one file: a row as long as its header takes its cells by index, without
+    the by-column dict (`_check_header` made sure every column is in the header, once)."""
+    fields = tuple(columns)
+    if len(fields) < 2:  # itemgetter of one index returns the cell, not a tuple
+        return lambda cells: _row(header, cells, columns)
+    at = {column: index for index, column in enumerate(header)}
+    cells_of = itemgetter(*[at[column] for column in columns.values()])
+    width = len(header)
+    return lambda cells: dict(zip(fields, cells_of(cells))) if len(cells) == width else _row(header, cells, columns)
+
+
 def _read_file(path: Path, entity: str, spec: dict, mapping: dict) -> Iterator[CsvRecord]:
     name = mapping.get("name", "?")
     # surrogateescape: a bad byte spoils its row (PARSE in csv_row_to_resources), not the whole file.
@@ -208,11 +222,12 @@ def _read_file(path: Path, entity: str, spec: dict, mapping: dict) -> Iterator[C
 
 def _rows(reader, header: list[str], entity: str, path: str, spec: dict) -> Iterator[CsvRecord]:
     exclude = {field: {str(v) for v in values} for field, values in (spec.get("exclude") or {}).items()}
+    make_row = _row_maker(header, spec["columns"])
     position = 0
     for cells in reader:
         if not cells:
             continue
-        row = _row(header, cells, spec["columns"])
+        row = make_row(cells)
         skipped = any((row.get(field) or "").strip() in values for field, values in exclude.items())
         yield CsvRecord(entity, path, position, row, skipped)
         position += 1
@@ -275,14 +290,28 @@ def csv_file_records(path: str | Path, mapping: dict) -> Iterator[tuple[int, str
     Rows the mapping excludes come out with format ``skipped:csv-exclude`` and no payload: the ingest
     counts them and keeps them out of bronze.
     """
-    import json
-
     for record in read_csv_records(path, mapping):
         if record.skipped:
             yield record.position, "skipped:csv-exclude", None
             continue
-        payload = json.dumps({"entity": record.entity, "row": record.row}, ensure_ascii=False, sort_keys=True)
-        yield record.position, f"csv:{record.entity}", payload
+        yield record.position, f"csv:{record.entity}", _payload_json({"entity": record.entity, "row": record.row})
+
+
+def _payload_encoder():
+    """``json.dumps(payload, ensure_ascii=False, sort_keys=True)`` for a payload of str, None and lists of
+    str. json.dumps builds a JSONEncoder on every call, and its encode the C encoder too: half the cost
+    of a row's payload. This is that C encoder made once (no circle check: such a payload has no cycle)."""
+    from json.encoder import c_make_encoder, encode_basestring
+
+    encoder = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
+    if c_make_encoder is None:  # no C accelerator: encode does it in Python
+        return encoder.encode
+    make = c_make_encoder(None, encoder.default, encode_basestring, None, encoder.key_separator,
+                          encoder.item_separator, True, False, True)
+    return lambda payload: "".join(make(payload, 0))
+
+
+_payload_json = _payload_encoder()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
+from typing import Callable
 
-__all__ = ["record_id", "resource_id"]
+__all__ = ["record_id", "record_ids", "resource_id"]
 
 
 def _digest(*parts: str) -> str:
@@ -22,6 +23,17 @@ def record_id(hospital: str, feed: str, payload: str | bytes) -> str:
     if isinstance(payload, bytes):
         payload = payload.decode("utf-8", errors="surrogateescape")
     return _digest(hospital, feed, payload)
+
+
+def record_ids(hospital: str, feed: str) -> Callable[[str], str]:
+    """`record_id` of `hospital`'s `feed` for text payloads, for a caller hashing many records of one file."""
+    if type(hospital) is not str or type(feed) is not str:  # let `record_id` raise for what it refuses
+        return lambda payload: record_id(hospital, feed, payload)
+    # The shared part of the hash input joined once: the join and two calls were a third of the hashing.
+    prefix = f"{hospital}\x1f{feed}\x1f"
+    sha256 = hashlib.sha256
+    return lambda payload: (sha256((prefix + payload).encode("utf-8")).hexdigest() if type(payload) is str
+                            else record_id(hospital, feed, payload))
 
 
 # Memoised: every resource of a patient references the same Patient and Encounter ids, and records of

@@ -19,7 +19,7 @@ from typing import Iterator
 
 from transforms.arrow import map_rows
 from transforms.errors import marker_payload
-from transforms.ids import record_id
+from transforms.ids import record_id, record_ids
 
 __all__ = ["BRONZE_COLUMNS", "split_files", "split_file", "DEFAULT_MAX_RECORD_BYTES"]
 
@@ -40,17 +40,20 @@ def split_file(row: dict, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -
     batch, undecodable bytes), what is left becomes one PARSE marker record. Normalize quarantines
     both, so nothing a hospital sent disappears without a count and a reason.
     """
-    feed = row["feed"]
-    base = {"hospital": row["hospital"], "feed": feed, "source": row["source"], "received_at": row["received_at"]}
+    hospital, feed, source, received_at = row["hospital"], row["feed"], row["source"], row["received_at"]
+    base = {"hospital": hospital, "feed": feed, "source": source, "received_at": received_at}
+    rid_of = record_ids(hospital, feed)
     position = -1
     try:
         for position, fmt, payload in _records(feed, row):
-            rid = record_id(row["hospital"], feed, payload or "")
+            rid = rid_of(payload or "")
             if payload is not None and len(payload) * 4 > max_record_bytes and len(payload.encode("utf-8")) > max_record_bytes:
                 payload = marker_payload("TOO_LARGE", f"{fmt} record of {len(payload.encode('utf-8')):,} bytes is over "
                                                       f"limits.max_record_bytes ({max_record_bytes:,})")
-            # format "skipped:<why>" (no payload): left out of bronze by the runner, which counts it
-            yield {**base, "record_id": rid, "format": fmt, "position": position, "payload": payload}
+            # format "skipped:<why>" (no payload): left out of bronze by the runner, which counts it.
+            # A dict display, not {**base, ...}: a fifth faster, and this runs once per record.
+            yield {"hospital": hospital, "feed": feed, "source": source, "received_at": received_at,
+                   "record_id": rid, "format": fmt, "position": position, "payload": payload}
     except Exception as exc:  # one bad file must not stop the other files of the batch
         payload = marker_payload("PARSE", f"the {feed} file could not be split after record {position + 1} ({type(exc).__name__})")
         yield {**base, "record_id": record_id(row["hospital"], feed, f"{payload}\x1f{row['source']}\x1f{position + 1}"),

@@ -183,3 +183,21 @@ def test_a_slow_slice_does_not_hold_back_the_ones_after_it(spark, monkeypatch):
     # the other worker maps slices 1-7 meanwhile, and they come out as they finish
     assert [r["x"] for r in rows][-1] == 0
     assert sorted(r["x"] for r in rows) == list(range(8))
+
+
+def _double_tuple(row):
+    yield (row["x"], 2 * row["x"])
+
+
+def test_tuple_rows_map_like_dict_rows_in_process_and_in_the_pool():
+    from transforms.arrow import _TupleRows
+
+    batch = _batch(range(50))
+    expected = map_batch(batch, _double, SCHEMA).to_pylist()
+    assert map_batch(batch, _TupleRows(_double_tuple), SCHEMA).to_pylist() == expected
+    assert map_batch(_batch([]), _TupleRows(_double_tuple), SCHEMA).num_rows == 0
+    pool = WorkerPool(1)
+    try:
+        assert _submit(pool, _TupleRows(_double_tuple), batch).result(60).to_pylist() == expected
+    finally:
+        pool.close()

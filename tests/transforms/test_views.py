@@ -37,3 +37,23 @@ def test_values_of_the_column_type_skip_the_caster_unchanged():
                 expected = type(exc)
             if type(value) is ready:
                 assert type(expected) is type(value) and expected == value, (kind, value)
+
+
+def test_the_generated_row_caster_casts_like_the_per_value_casters():
+    from transforms.views import _READY, _caster, _row_caster
+
+    values = [None, "x", 5, 0.5, True, [1, "a"], {"a": 1}]
+    kinds = list(_READY)
+    cast_row = _row_caster(kinds)
+    for value in values:
+        row = tuple(value for _ in kinds)
+        expected = []
+        for kind in kinds:
+            try:
+                expected.append(_caster(kind)(value))
+            except (TypeError, ValueError):
+                expected.append(TypeError)
+        if TypeError not in expected:
+            assert cast_row(row) == tuple(expected)
+            assert [type(v) for v in cast_row(row)] == [type(v) for v in expected]
+    assert _row_caster([])(()) == ()

@@ -95,3 +95,34 @@ def test_wrong_declaration_falls_back_instead_of_raising():
 def test_arbitrary_bytes_never_raise():
     for data in (b"\x00\xff\xfe", b"MSH", b"MSH|", b"\x0b\x1c", bytes(range(256)), b"MSH|^~\\&|" * 1000):
         assert isinstance(split_messages(data), list)
+
+
+_LINE_KINDS = [
+    b"MSH|^~\\&|S|F|R|RF|20240101||ADT^A01|{n}|P|2.5.1", b"MSH|^~\\&|S|F|||||ORU^R01|{n}|P|2.5.1|||||UNICODE UTF-8",
+    b"PID|1||M{n}^^^H^MR||Doe^Jane", b"OBX|1|NM|718-7^Hgb^LN||13.{n}|g/dL", b"PV1|1|I", b"", b"   ", b"\t",
+    b"  PID|2||X", b"// comment {n}", b"/* block", b"still comment */", b"FHS|^~\\&", b"BHS|^~\\&", b"BTS|1", b"FTS|1",
+    b"MSH", b"MSHX|not a header", b"MSH |x", b"junk before {n}", b"EVN|A01|2024", b"OBX|2|ST|x||caf\xc3\xa9", b"\x0c",
+    b"NTE|1||trailing spaces   ", b"\x00",
+]
+
+
+def test_the_whole_buffer_split_gives_what_the_line_loop_gives(monkeypatch):
+    """split_messages cuts plain files (every line a segment) with whole-buffer operations; on random
+    files of plain and awkward lines it must give exactly what its line-by-line loop gives."""
+    import random
+
+    from transforms.hl7v2 import split as split_module
+
+    rng = random.Random(7)
+    plain = [k for k in _LINE_KINDS if k[:3] in (b"MSH", b"PID", b"OBX", b"PV1", b"EVN", b"NTE")
+             and k not in (b"MSH", b"MSH |x", b"MSHX|not a header")] + [b""]  # empty lines are plain too
+    files = []
+    for n in range(1500):
+        kinds = plain if n % 2 else _LINE_KINDS  # half the files plain: the fast path must take those
+        lines = [rng.choice(kinds).replace(b"{n}", str(n).encode()) for _ in range(rng.randint(0, 12))]
+        files.append(rng.choice([b"\n", b"\r", b"\r\n"]).join(lines) + rng.choice([b"", b"\n", b"\r\n\r\n"]))
+    fast = [split_module.split_messages(data) for data in files]
+    taken = sum(split_module._plain_messages(data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")) is not None for data in files)
+    monkeypatch.setattr(split_module, "_plain_messages", lambda data: None)
+    assert [split_module.split_messages(data) for data in files] == fast
+    assert taken > 400  # the fast path was really exercised
