@@ -43,7 +43,7 @@ def charset_codec(msh18: str) -> str | None:
     if codec is None:
         try:  # senders often write a plain codec name (utf-8, gbk, windows-1252)
             codec = codecs.lookup(name.lower()).name
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: a name with a NUL byte
             return None
     return codec
 
