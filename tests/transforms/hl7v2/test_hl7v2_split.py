@@ -129,5 +129,5 @@ def test_the_whole_buffer_split_gives_what_the_line_loop_gives(monkeypatch):
 
 
 def test_an_msh18_with_a_nul_byte_is_an_unknown_charset_not_an_error():
-    message = "MSH|^~\\&|S|F|R|RF|20240101||ADT^A01|1|P|2.5.1|||||utf\x008\rPID|1||M1^^^H^MR||Doe^Jane"
+    message = "MSH|^~\\&|S|F|R|RF|20240101||ADT^A01|1|P|2.5.1||||||utf\x008\rPID|1||M1^^^H^MR||Doe^Jane"
     assert split_messages(message.encode()) == [message]
