@@ -63,3 +63,6 @@ class RunContext:
     progress: Progress = field(default_factory=lambda: Progress(enabled=sys.stderr.isatty()))
     results: dict = field(default_factory=dict)  # stage -> its summary dict
     stages: tuple[str, ...] = ()  # the stages this run does, in order (set by carelake.pipeline.run_pipeline)
+    #: None: each validation builds its Data Docs pages; a list (run_pipeline's): validations add their
+    #: pages to it and the run builds them once at its end (`carelake.quality.build_data_docs`)
+    data_docs: list | None = None

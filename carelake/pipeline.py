@@ -67,7 +67,7 @@ def run_pipeline(config: Config | Path | str | None, workdir: Path | str | None,
     lake.sweep_staging()
     ctx = RunContext(config, lake, get_spark(config.engine), run_id=run_id,
                      as_of=as_of or datetime.now(timezone.utc).date(), progress=progress or Progress(enabled=False),
-                     stages=tuple(stages))
+                     stages=tuple(stages), data_docs=[])
     summary = RunSummary(ctx.run_id, stages)
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -92,6 +92,14 @@ def run_pipeline(config: Config | Path | str | None, workdir: Path | str | None,
             log.error("stage %s failed: %s", name, failure)
             break
     summary.results = ctx.results
+    try:  # once for all the run's validations, failed runs included: they are what a quality officer reads
+        if ctx.data_docs:
+            from carelake.quality import build_data_docs
+
+            with ctx.progress.step("report: Data Docs"):
+                build_data_docs(ctx.lake.reports, ctx.data_docs)
+    except Exception:
+        log.exception("the Data Docs of run %s could not be built", ctx.run_id)
     try:  # the quality officer's page, every run; it must never hide the run's own outcome
         from carelake.run_report import write_run_report
 

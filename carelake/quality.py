@@ -57,6 +57,7 @@ __all__ = [
     "load_suite",
     "suites_for",
     "validate_tables",
+    "build_data_docs",
     "load_report",
     "import_in_background",
 ]
@@ -302,6 +303,7 @@ def validate_tables(
     run_id: str,
     id_column: str | Callable[[str, DataFrame], str] = "id",
     step: Callable[[str], Any] | None = None,
+    docs: list | None = None,
 ) -> QualityReport:
     """Run each table's suite on its DataFrame; write JSON results and Data Docs under `reports_dir`.
 
@@ -315,6 +317,9 @@ def validate_tables(
     Re-running a `run_id` replaces that run's results for these tables (JSON and Data Docs); other
     run ids accumulate in Data Docs. Does not raise on failed expectations: call
     `QualityReport.raise_if_critical` on the result. Not safe for two processes on one `reports_dir`.
+
+    With a list as `docs`, the Data Docs pages are not built here: the call adds what they need to the
+    list and `build_data_docs` builds them later, once for several calls (a run's stages).
     """
     from carelake.engine import get_spark
 
@@ -351,10 +356,20 @@ def validate_tables(
             "results": [o.to_dict() for o in outcomes],
         })
         log.info("validated %s: %d expectations, %d failed", table, len(outcomes), sum(not o.success for o in outcomes))
-    if identifiers:
+    if docs is not None:
+        docs += identifiers
+    elif identifiers:
         # the pages of this call's results and suites, and the index, once (what UpdateDataDocsAction did per table)
         context.build_data_docs(site_names=[_SITE], resource_identifiers=identifiers, build_index=True)
     return QualityReport(run_id=run_id, results=results, data_docs_index=reports_dir / "data_docs" / "index.html")
+
+
+def build_data_docs(reports_dir: Path | str, identifiers: list) -> None:
+    """Render the Data Docs pages of `identifiers` (gathered by `validate_tables(..., docs=...)`) and
+    the site index under ``reports_dir/data_docs``. A site build costs seconds whatever it holds (the
+    index lists every stored result), so a run builds once, after its last validation."""
+    if identifiers:
+        _context(Path(reports_dir).resolve()).build_data_docs(site_names=[_SITE], resource_identifiers=identifiers, build_index=True)
 
 
 def _context(reports_dir: Path):

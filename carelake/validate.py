@@ -215,7 +215,7 @@ def validate(ctx: RunContext, tables: dict, *, stage: str, id_column: str | None
     column = (lambda name, df: id_column_of(name, df.columns)) if id_column == "auto" else (id_column or "id")
     # one call for all tables: one GE context and one Data Docs build (quality.validate_tables)
     merged = validate_tables(tables, suites_dir=ctx.config.expectations_dir, reports_dir=ctx.lake.reports, run_id=ctx.run_id,
-                             id_column=column, step=lambda name: ctx.progress.step(f"{stage}: validate {name}"))
+                             id_column=column, step=lambda name: ctx.progress.step(f"{stage}: validate {name}"), docs=ctx.data_docs)
     quality = ctx.results.setdefault("quality", {"tables": {}})
     for name in tables:
         outcomes = [r for r in merged.results if r.table == name]

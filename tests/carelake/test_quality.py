@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from carelake.errors import ConfigError, QualityGateError
-from carelake.quality import QualityReport, load_report, load_suite, suites_for, validate_tables
+from carelake.quality import QualityReport, build_data_docs, load_report, load_suite, suites_for, validate_tables
 from transforms.ids import record_id, resource_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ def frame(spark, rows: list[dict]):
     return spark.createDataFrame([tuple(r.values()) for r in rows], SCHEMA)
 
 
-def run(spark, tmp_path: Path, tables: dict[str, list[dict]], run_id: str = "run-1") -> QualityReport:
+def run(spark, tmp_path: Path, tables: dict[str, list[dict]], run_id: str = "run-1", docs: list | None = None) -> QualityReport:
     """Validate silver rows the way the validate stage does: through their quality views."""
     import datetime as dt
 
@@ -64,6 +64,7 @@ def run(spark, tmp_path: Path, tables: dict[str, list[dict]], run_id: str = "run
         suites_dir=SUITES,
         reports_dir=tmp_path / "reports",
         run_id=run_id,
+        docs=docs,
     )
 
 
@@ -141,6 +142,18 @@ def test_data_docs_list_each_run_once_and_reruns_replace(spark, tmp_path):
     assert len(list((tmp_path / "reports/gx/uncommitted/validations").rglob("*.json"))) == 2
     again = load_report(tmp_path / "reports", "run-1")
     assert again.verdict == "pass" and len(again.results) == len(report.results)
+
+
+def test_deferred_data_docs_are_built_once_for_several_validations(spark, tmp_path):
+    docs: list = []
+    run(spark, tmp_path, {"silver.patient": silver_rows("Patient")}, run_id="run-1", docs=docs)
+    run(spark, tmp_path, {"silver.encounter": silver_rows("Encounter")}, run_id="run-1", docs=docs)
+    index = tmp_path / "reports/data_docs/index.html"
+    assert docs and not index.exists()  # nothing rendered yet: both calls left their pages in `docs`
+    build_data_docs(tmp_path / "reports", docs)
+    pages = sorted((index.parent / "validations").rglob("*.html"))
+    assert sorted(p.relative_to(index.parent / "validations").parts[1] for p in pages) == ["encounter", "patient"]
+    assert "run-1/" in index.read_text()
 
 
 def write_suite(tmp_path: Path, name: str, expectations: list[dict]) -> Path:

@@ -56,6 +56,8 @@ def test_unresolvable_references_and_impossible_dates_block_publication(copy_of_
         assert _gold(lake, name) == (version, rows), name
     report = home / "reports" / "runs" / "broken-1" / "report.html"
     assert "BLOCKED" in report.read_text(encoding="utf-8")
+    # the stopped run's validation pages are rendered all the same (a run builds its Data Docs at its end)
+    assert "broken-1/" in (home / "reports" / "data_docs" / "index.html").read_text(encoding="utf-8")
     assert (home / "reports" / "latest.html").read_text(encoding="utf-8") == report.read_text(encoding="utf-8").replace(
         "../../data_docs/", "data_docs/").replace("../../validation/", "validation/")
 
