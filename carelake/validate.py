@@ -6,7 +6,9 @@ a *quality view* of each silver table: the silver columns plus derived check col
 resource with Spark's JSON functions (``get_json_object``, ``from_json``; Sail and JVM Spark both have
 them) and joins against the other silver tables (does the referenced Patient exist?). The views are
 written to ``staging.quality_<table>`` (phi zone: they are derived from PHI) so that GE's many queries
-read a materialised table instead of re-parsing JSON and re-joining for every expectation.
+read a materialised table instead of re-parsing JSON and re-joining for every expectation. The view
+leaves out the resource JSON itself (half the bytes of the staged copy, and no expectation needs it
+once ``json_resource_type`` is read from it).
 
 Derived columns (all nullable; GE's column-map expectations skip nulls, so a column is null where the
 check does not apply, e.g. an Observation without an encounter):
@@ -14,7 +16,7 @@ check does not apply, e.g. an Observation without an encounter):
 ==========================  =====================================================================
 column                      meaning
 ==========================  =====================================================================
-json_resource_type          ``resource.resourceType``
+json_resource_type          ``resource.resourceType`` (null when ``resource`` is null or has none)
 json_id_matches             ``resource.id`` equals the ``id`` column
 status                      ``resource.status`` (where the resource type has one)
 patient_resolves            ``patient_id`` names a Patient in silver.patient (null without patient_id)
@@ -132,7 +134,7 @@ def _plausible(column, *, upper: dt.date):
 
 
 def quality_view(table: str, df, *, targets: dict, as_of: dt.date):
-    """A silver table plus the derived check columns of the module docstring.
+    """A silver table (but its ``resource`` JSON) plus the derived check columns of the module docstring.
 
     `targets` maps a silver table name (``silver.patient``, ...) to its DataFrame, for reference
     resolution; a missing target makes every reference to it unresolved.
@@ -196,7 +198,7 @@ def quality_view(table: str, df, *, targets: dict, as_of: dt.date):
                  .filter("_n = 1").select("_lab", F.col("_unit").alias("_usual")))
         view = view.join(usual, "_lab", "left").withColumn(
             "unit_consistent", F.when(F.col("_unit").isNotNull(), F.col("_unit") == F.col("_usual"))).drop("_lab", "_unit", "_usual")
-    return view.drop("_codings")
+    return view.drop("_codings", "resource")
 
 
 def conservation_frame(ctx: RunContext):

@@ -119,7 +119,7 @@ def test_sample_ids_hold_ids_only_and_no_value_reaches_the_reports(spark, tmp_pa
         row["resource"] = json.dumps({"resourceType": "Person", "id": row["id"], "name": PHI})
     report = run(spark, tmp_path, {"silver.patient": rows})
     (failure,) = report.critical_failures
-    assert failure.expectation == "expect_column_values_to_match_regex" and failure.column == "resource"
+    assert failure.expectation == "expect_column_values_to_be_in_set" and failure.column == "json_resource_type"
     assert failure.unexpected_count == 8
     assert len(failure.sample_ids) == 5
     assert set(failure.sample_ids) <= {r["id"] for r in rows}
