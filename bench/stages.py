@@ -1,0 +1,89 @@
+"""Time some stages on a lake that a bench run kept: for A/B runs of two code trees on the same input.
+
+    python -m bench.stages WORKDIR STAGE [STAGE ...] [--full]
+
+WORKDIR is a bench working directory's ``run`` folder (``python -m bench --keep --workdir W`` leaves
+``W/run``), or a copy of it; the stages run there with a throw-away key unless CARELAKE_DEID_KEY is
+set. Prints, per stage, wall and CPU seconds of the process tree and peak RSS, then each step's wall
+seconds with the CPU seconds, from the start to the step's end, of the client process (Sail runs
+inside it) and of the UDF workers. ``--full`` makes normalize map every record again.
+
+To compare two trees, run each from its own checkout (``cd TREE && python -m bench.stages ...``: the
+UDF workers import what the parent imports) on fresh copies of one kept lake, alternating A and B:
+the machine's speed drifts by 10-30 % within minutes, so one run of each says little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+from bench.__main__ import StepLog, TreeMonitor
+
+
+class _StepCpu(logging.Handler):
+    """At each "<step> done" line: CPU seconds since the handler was made, of this process and of its
+    children (the UDF workers)."""
+
+    def __init__(self, monitor: TreeMonitor):
+        super().__init__(logging.INFO)
+        import psutil
+
+        self.me, self.monitor, self.lines = psutil.Process(), monitor, []
+        self.start = self._now()
+
+    def _now(self) -> tuple[float, float]:
+        own = self.me.cpu_times()
+        return own.user + own.system, self.monitor.cpu_seconds()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "%s done in %.1fs%s" and len(record.args) >= 2:
+            own, total = self._now()
+            own -= self.start[0]
+            others = max(0.0, total - self.start[1] - own)  # the two readings are a moment apart
+            self.lines.append((str(record.args[0]), float(record.args[1]), own, others))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__.split("\n\n")[0])
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("stages", nargs="+")
+    parser.add_argument("--full", action="store_true")
+    args = parser.parse_args(argv)
+
+    from carelake.config import load_config
+    from carelake.keys import KEY_ENV, throwaway_key
+    from carelake.pipeline import run_pipeline
+
+    os.environ.setdefault(KEY_ENV, throwaway_key())
+    os.environ.setdefault("RUST_LOG", "error")
+    config = load_config(args.workdir / "conf")
+    logger = logging.getLogger("carelake")
+    with TreeMonitor() as monitor:
+        steps, cpu = StepLog(monitor), _StepCpu(monitor)
+        for handler in (steps, cpu):
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        started, cpu_started = time.monotonic(), monitor.cpu_seconds()
+        try:
+            summary = run_pipeline(config, args.workdir, args.stages, triggered_by="bench", full=args.full)
+        finally:
+            steps.close()
+            for handler in (steps, cpu):
+                logger.removeHandler(handler)
+        seconds, cpu_seconds = time.monotonic() - started, monitor.cpu_seconds() - cpu_started
+    for name, figures in steps.stages.items():
+        print(f"{name}: {figures['seconds']} s, cpu {figures['cpu_seconds']} s, peak {figures['peak_rss_mb']} MiB")
+    print(f"{'wall s':>7} {'client cpu':>10} {'workers cpu':>11}  step")
+    for step, wall, own, others in cpu.lines:
+        print(f"{wall:7.1f} {own:10.1f} {others:11.1f}  {step}")
+    print(f"total {seconds:.1f} s, cpu {cpu_seconds:.1f} s" + (f", ERROR {summary.error}" if summary.error else ""))
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "stages": steps.stages, "error": summary.error}
+
+
+if __name__ == "__main__":
+    main()
