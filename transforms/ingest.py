@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from transforms.arrow import map_rows
+from transforms.arrow import map_tuple_rows
 from transforms.errors import marker_payload
 from transforms.ids import record_id, record_ids
 
-__all__ = ["BRONZE_COLUMNS", "split_files", "split_file", "DEFAULT_MAX_RECORD_BYTES"]
+__all__ = ["BRONZE_COLUMNS", "split_files", "split_file", "split_file_tuples", "DEFAULT_MAX_RECORD_BYTES"]
 
 #: conf/lake.yaml limits.max_record_bytes when not set (carelake.lake.Limits)
 DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
@@ -32,6 +32,9 @@ BRONZE_COLUMNS = [
 ]
 
 
+_NAMES = tuple(name for name, _ in BRONZE_COLUMNS)
+
+
 def split_file(row: dict, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[dict]:
     """The records of one landing file (a row of the input above) as bronze rows. Never raises.
 
@@ -40,8 +43,14 @@ def split_file(row: dict, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -
     batch, undecodable bytes), what is left becomes one PARSE marker record. Normalize quarantines
     both, so nothing a hospital sent disappears without a count and a reason.
     """
+    for values in split_file_tuples(row, max_record_bytes=max_record_bytes):
+        yield dict(zip(_NAMES, values))
+
+
+def split_file_tuples(row: dict, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[tuple]:
+    """`split_file` with each bronze row a tuple of the `BRONZE_COLUMNS` values in order: what
+    `split_files` gathers (a tuple per record costs less to build and to turn into columns than a dict)."""
     hospital, feed, source, received_at = row["hospital"], row["feed"], row["source"], row["received_at"]
-    base = {"hospital": hospital, "feed": feed, "source": source, "received_at": received_at}
     rid_of = record_ids(hospital, feed)
     position = -1
     try:
@@ -50,14 +59,12 @@ def split_file(row: dict, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -
             if payload is not None and len(payload) * 4 > max_record_bytes and len(payload.encode("utf-8")) > max_record_bytes:
                 payload = marker_payload("TOO_LARGE", f"{fmt} record of {len(payload.encode('utf-8')):,} bytes is over "
                                                       f"limits.max_record_bytes ({max_record_bytes:,})")
-            # format "skipped:<why>" (no payload): left out of bronze by the runner, which counts it.
-            # A dict display, not {**base, ...}: a fifth faster, and this runs once per record.
-            yield {"hospital": hospital, "feed": feed, "source": source, "received_at": received_at,
-                   "record_id": rid, "format": fmt, "position": position, "payload": payload}
+            # format "skipped:<why>" (no payload): left out of bronze by the runner, which counts it
+            yield (rid, hospital, feed, fmt, source, position, received_at, payload)
     except Exception as exc:  # one bad file must not stop the other files of the batch
         payload = marker_payload("PARSE", f"the {feed} file could not be split after record {position + 1} ({type(exc).__name__})")
-        yield {**base, "record_id": record_id(row["hospital"], feed, f"{payload}\x1f{row['source']}\x1f{position + 1}"),
-               "format": f"{feed}:unsplit", "position": position + 1, "payload": payload}
+        yield (record_id(hospital, feed, f"{payload}\x1f{source}\x1f{position + 1}"), hospital, feed, f"{feed}:unsplit",
+               source, position + 1, received_at, payload)
 
 
 def _records(feed: str, row: dict) -> Iterator[tuple[int, str, str]]:
@@ -82,4 +89,5 @@ def _records(feed: str, row: dict) -> Iterator[tuple[int, str, str]]:
 
 def split_files(files, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
     """DataFrame of landing files -> DataFrame of bronze records (see the module docstring)."""
-    return map_rows(files, lambda row: split_file(row, max_record_bytes=max_record_bytes), BRONZE_COLUMNS, rows_per_task=1)
+    return map_tuple_rows(files, lambda row: split_file_tuples(row, max_record_bytes=max_record_bytes), BRONZE_COLUMNS,
+                          rows_per_task=1)
