@@ -152,6 +152,10 @@ def _zone_rows(lake, prefix: str) -> int:
     return sum(t.rows for t in lake.tables() if t.name.startswith(prefix))
 
 
+#: the runner's line at the end of each step (carelake.context.Progress): label, seconds, detail
+STEP_DONE = "%s done in %.1fs%s"
+
+
 class StepLog(logging.Handler):
     """Splits one pipeline run into its stages: the runner's "stage <name> starts" lines close the
     previous stage's figures (wall, CPU of the process tree, peak RSS), and its "<step> done in <s>s"
@@ -171,7 +175,7 @@ class StepLog(logging.Handler):
             self._started, self._cpu = time.monotonic(), self.monitor.cpu_seconds()
             self.monitor.reset_peak()
             self.stages[self._current] = {"steps": {}}
-        elif record.msg == "%s done in %.1fs%s" and len(record.args) >= 2 and self._current:
+        elif record.msg == STEP_DONE and len(record.args) >= 2 and self._current:
             self.stages[self._current]["steps"][str(record.args[0])] = round(float(record.args[1]), 1)
 
     def close(self) -> None:
@@ -182,9 +186,11 @@ class StepLog(logging.Handler):
             self._current = None
 
 
-def run_carelake(conf: Path, workdir: Path, monitor: TreeMonitor) -> dict:
-    """All stages in one `run_pipeline` call, as `carelake run` does; the figures of each stage from
-    its log lines. The engine's start is in the total, before the first stage."""
+def run_carelake(conf: Path, workdir: Path, monitor: TreeMonitor, *, stages: list[str] | None = None, full: bool = False,
+                 handlers: tuple[logging.Handler, ...] = ()) -> dict:
+    """All stages (or `stages`) in one `run_pipeline` call, as `carelake run` does; the figures of each
+    stage from its log lines, which `handlers` see too. The engine's start is in the total, before the
+    first stage."""
     from carelake.config import load_config
     from carelake.lake import Lake
     from carelake.pipeline import STAGES, run_pipeline
@@ -194,18 +200,20 @@ def run_carelake(conf: Path, workdir: Path, monitor: TreeMonitor) -> dict:
     total_started, total_cpu = time.monotonic(), monitor.cpu_seconds()
     steps = StepLog(monitor)
     logger = logging.getLogger("carelake")
-    logger.addHandler(steps)
+    for handler in (steps, *handlers):
+        logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        summary = run_pipeline(config, workdir, list(STAGES), triggered_by="bench")
+        summary = run_pipeline(config, workdir, list(stages or STAGES), triggered_by="bench", full=full)
     finally:
         steps.close()
-        logger.removeHandler(steps)
+        for handler in (steps, *handlers):
+            logger.removeHandler(handler)
     seconds, cpu_seconds = time.monotonic() - total_started, monitor.cpu_seconds() - total_cpu
-    stages, error = steps.stages, summary.error
+    per_stage, error = steps.stages, summary.error
     if error:
-        stages.setdefault(error.split(":", 1)[0], {})["error"] = error
+        per_stage.setdefault(error.split(":", 1)[0], {})["error"] = error
 
     bronze = _table_rows(lake.path("bronze.records"))
     silver = _zone_rows(lake, "silver.")
@@ -213,7 +221,7 @@ def run_carelake(conf: Path, workdir: Path, monitor: TreeMonitor) -> dict:
     marts = _zone_rows(lake, "marts.")
     counts = {"ingest": (None, bronze), "normalize": (bronze, silver), "validate": (silver, silver),
               "curate": (silver, gold), "marts": (gold, marts)}
-    for stage, figures in stages.items():
+    for stage, figures in per_stage.items():
         records_in, out = counts[stage]
         figures.update({"records_in": records_in, "rows_out": out})
         # "resources" is the unit of the targets: resources normalized to silver
@@ -223,7 +231,7 @@ def run_carelake(conf: Path, workdir: Path, monitor: TreeMonitor) -> dict:
         "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
         "resources_per_s": round(silver / seconds) if seconds else None,
         "resources_per_cpu_s": round(silver / cpu_seconds) if cpu_seconds else None,
-        "stages": stages, "error": error,
+        "stages": per_stage, "error": error,
     }
     return figures_total
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 from pathlib import Path
 
-from bench.__main__ import StepLog, TreeMonitor
+from bench.__main__ import STEP_DONE, TreeMonitor, run_carelake
 
 
 class _StepCpu(logging.Handler):
@@ -40,7 +39,7 @@ class _StepCpu(logging.Handler):
         return own.user + own.system, self.monitor.cpu_seconds()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == "%s done in %.1fs%s" and len(record.args) >= 2:
+        if record.msg == STEP_DONE and len(record.args) >= 2:
             own, total = self._now()
             own -= self.start[0]
             others = max(0.0, total - self.start[1] - own)  # the two readings are a moment apart
@@ -54,35 +53,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--full", action="store_true")
     args = parser.parse_args(argv)
 
-    from carelake.config import load_config
     from carelake.keys import KEY_ENV, throwaway_key
-    from carelake.pipeline import run_pipeline
 
     os.environ.setdefault(KEY_ENV, throwaway_key())
     os.environ.setdefault("RUST_LOG", "error")
-    config = load_config(args.workdir / "conf")
-    logger = logging.getLogger("carelake")
     with TreeMonitor() as monitor:
-        steps, cpu = StepLog(monitor), _StepCpu(monitor)
-        for handler in (steps, cpu):
-            logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-        started, cpu_started = time.monotonic(), monitor.cpu_seconds()
-        try:
-            summary = run_pipeline(config, args.workdir, args.stages, triggered_by="bench", full=args.full)
-        finally:
-            steps.close()
-            for handler in (steps, cpu):
-                logger.removeHandler(handler)
-        seconds, cpu_seconds = time.monotonic() - started, monitor.cpu_seconds() - cpu_started
-    for name, figures in steps.stages.items():
+        cpu = _StepCpu(monitor)
+        result = run_carelake(args.workdir / "conf", args.workdir, monitor, stages=args.stages, full=args.full, handlers=(cpu,))
+    for name, figures in result["stages"].items():
         print(f"{name}: {figures['seconds']} s, cpu {figures['cpu_seconds']} s, peak {figures['peak_rss_mb']} MiB")
     print(f"{'wall s':>7} {'client cpu':>10} {'workers cpu':>11}  step")
     for step, wall, own, others in cpu.lines:
         print(f"{wall:7.1f} {own:10.1f} {others:11.1f}  {step}")
-    print(f"total {seconds:.1f} s, cpu {cpu_seconds:.1f} s" + (f", ERROR {summary.error}" if summary.error else ""))
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "stages": steps.stages, "error": summary.error}
+    print(f"total {result['seconds']} s, cpu {result['cpu_seconds']} s" + (f", ERROR {result['error']}" if result["error"] else ""))
+    return result
 
 
 if __name__ == "__main__":

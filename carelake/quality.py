@@ -358,9 +358,8 @@ def validate_tables(
         log.info("validated %s: %d expectations, %d failed", table, len(outcomes), sum(not o.success for o in outcomes))
     if docs is not None:
         docs += identifiers
-    elif identifiers:
-        # the pages of this call's results and suites, and the index, once (what UpdateDataDocsAction did per table)
-        context.build_data_docs(site_names=[_SITE], resource_identifiers=identifiers, build_index=True)
+    else:  # the pages of this call's results and suites, and the index, once (what UpdateDataDocsAction did per table)
+        _render_data_docs(context, identifiers)
     return QualityReport(run_id=run_id, results=results, data_docs_index=reports_dir / "data_docs" / "index.html")
 
 
@@ -369,7 +368,12 @@ def build_data_docs(reports_dir: Path | str, identifiers: list) -> None:
     the site index under ``reports_dir/data_docs``. A site build costs seconds whatever it holds (the
     index lists every stored result), so a run builds once, after its last validation."""
     if identifiers:
-        _context(Path(reports_dir).resolve()).build_data_docs(site_names=[_SITE], resource_identifiers=identifiers, build_index=True)
+        _render_data_docs(_context(Path(reports_dir).resolve()), identifiers)
+
+
+def _render_data_docs(context, identifiers: list) -> None:
+    if identifiers:
+        context.build_data_docs(site_names=[_SITE], resource_identifiers=identifiers, build_index=True)
 
 
 def _context(reports_dir: Path):

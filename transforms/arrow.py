@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
-__all__ = ["map_rows", "map_tuple_rows", "arrow_schema", "map_batch", "udf_processes"]
+__all__ = ["map_rows", "map_tuple_rows", "as_dicts", "arrow_schema", "map_batch", "udf_processes"]
 
 _TYPES = {
     "string": pa.string(), "long": pa.int64(), "bigint": pa.int64(), "int": pa.int32(), "integer": pa.int32(),
@@ -152,3 +152,11 @@ def map_tuple_rows(df, fn: Callable[[dict], Iterable[tuple]], out: list[tuple[st
 
     For a function with many output rows: a tuple costs less to build and to gather than a dict."""
     return map_rows(df, _TupleRows(fn), out, rows_per_task=rows_per_task)
+
+
+def as_dicts(rows: Iterable[tuple], out: list[tuple[str, str]]) -> Iterator[dict]:
+    """Rows of a `map_tuple_rows` function as dicts keyed by the names of `out` (for callers that
+    read columns by name: tests, the bench's baseline)."""
+    names = [name for name, _ in out]
+    for values in rows:
+        yield dict(zip(names, values))

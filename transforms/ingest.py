@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from transforms.arrow import map_tuple_rows
+from transforms.arrow import as_dicts, map_tuple_rows
 from transforms.errors import marker_payload
 from transforms.ids import record_id, record_ids
 
@@ -32,9 +32,6 @@ BRONZE_COLUMNS = [
 ]
 
 
-_NAMES = tuple(name for name, _ in BRONZE_COLUMNS)
-
-
 def split_file(row: dict, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[dict]:
     """The records of one landing file (a row of the input above) as bronze rows. Never raises.
 
@@ -43,8 +40,7 @@ def split_file(row: dict, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -
     batch, undecodable bytes), what is left becomes one PARSE marker record. Normalize quarantines
     both, so nothing a hospital sent disappears without a count and a reason.
     """
-    for values in split_file_tuples(row, max_record_bytes=max_record_bytes):
-        yield dict(zip(_NAMES, values))
+    return as_dicts(split_file_tuples(row, max_record_bytes=max_record_bytes), BRONZE_COLUMNS)
 
 
 def split_file_tuples(row: dict, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[tuple]:

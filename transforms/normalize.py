@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from transforms import fastjson
-from transforms.arrow import map_tuple_rows
+from transforms.arrow import as_dicts, map_tuple_rows
 from transforms.csv_feed import csv_row_to_resources
 from transforms.errors import RecordError, marker_error
 from transforms.fast_validate import validate
@@ -155,14 +155,14 @@ def mapping_fingerprint(mapping: Mapping) -> str:
     return digest.hexdigest()[:16]
 
 
-_NAMES = tuple(name for name, _ in NORMALIZED_COLUMNS)
+#: a quarantined record's row after its reason: no resource columns, and 0 resources
+_NO_RESOURCE = (None,) * 7 + (0,)
 
 
 def normalize_record(row: dict, mapping: Mapping) -> Iterator[dict]:
     """One bronze row -> its output rows as dicts keyed by `NORMALIZED_COLUMNS` (see the module
     docstring). Never raises."""
-    for values in normalize_record_tuples(row, mapping):
-        yield dict(zip(_NAMES, values))
+    return as_dicts(normalize_record_tuples(row, mapping), NORMALIZED_COLUMNS)
 
 
 def normalize_record_tuples(row: dict, mapping: Mapping) -> list[tuple]:
@@ -180,10 +180,9 @@ def normalize_record_tuples(row: dict, mapping: Mapping) -> list[tuple]:
             if resource.get("resourceType") not in RESOURCE_TABLES:
                 raise RecordError("UNSUPPORTED", f"resource type {resource.get('resourceType')} has no silver table")
     except RecordError as exc:
-        return [head + ("quarantined", exc.code, exc.reason, None, None, None, None, None, None, None, 0)]
+        return [head + ("quarantined", exc.code, exc.reason) + _NO_RESOURCE]
     except Exception as exc:  # a mapper bug must not take the run down; the record waits for a retry
-        return [head + ("quarantined", "MAPPING_BUG", f"{type(exc).__name__} in the {row['feed']} mapping",
-                        None, None, None, None, None, None, None, 0)]
+        return [head + ("quarantined", "MAPPING_BUG", f"{type(exc).__name__} in the {row['feed']} mapping") + _NO_RESOURCE]
     out = []
     count = len(resources)  # on the record's first row only
     for resource, plain in zip(resources, plain_floats):
