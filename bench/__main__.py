@@ -1,7 +1,7 @@
 """End-to-end throughput and memory of carelake, side by side with a naive baseline (issue #8).
 
-    python -m bench --patients N [--hospitals H] [--volume V] [--engines sail[,spark]]
-                    [--no-baseline] [--workdir DIR] [--keep] [--json]
+    python -m bench --patients N [--hospitals H] [--volume V] [--engines sail[,spark]] [--rounds R]
+                    [--no-baseline | --baseline-records N] [--workdir DIR] [--keep] [--json]
 
 1. Generates the synthetic region with `carelake.demo.prepare_demo` (all three feed kinds). `--volume V`
    makes each person's history V times as long as the generator's default (1-6 encounters with 0-8
@@ -54,6 +54,7 @@ class TreeMonitor:
         self._me = psutil.Process()
         self.interval = interval
         self.peak = self.overall_peak = 0.0
+        self.leave_out: set[int] = set()  # processes that are not carelake's (the baseline child)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -63,7 +64,7 @@ class TreeMonitor:
             procs += self._me.children(recursive=True)
         except self._psutil.Error:
             pass
-        return procs
+        return [p for p in procs if p.pid not in self.leave_out]
 
     def rss_mb(self) -> float:
         total = 0
@@ -236,102 +237,6 @@ def run_carelake(conf: Path, workdir: Path, monitor: TreeMonitor, *, stages: lis
     return figures_total
 
 
-# -- the naive baseline ---------------------------------------------------------------------------
-
-
-def run_baseline(conf: Path, out_dir: Path, *, limit: int | None = None, seed: int = 7) -> dict:
-    """The obvious per-record pipeline: a Python loop on the driver over every record and resource.
-
-    Like carelake's silver it keeps the latest resource per id (a dict, as such a script would), so
-    `resources` counts what carelake's figure counts: distinct resources kept, not every copy of a
-    Patient that each HL7 v2 message repeats. With `limit`, it runs on a uniform random sample of that
-    many records (drawn before the clock starts, so the feeds' mix is the input's); a sample repeats
-    fewer ids than the whole input and its split is not timed, both in the baseline's favour.
-    """
-    from deltalake import write_deltalake
-    import pyarrow as pa
-
-    from carelake.config import load_config
-    from carelake.curate import deid_policy
-    from carelake.ingest import landing_files
-    from carelake.lake import Lake
-    from carelake.normalize import mapping_for
-    from transforms import deid
-    from transforms.fhir_validate import validate
-    from transforms.ingest import split_file
-    from transforms.normalize import RESOURCE_TABLES, _resources
-    from transforms.sqlonfhir import compile_view
-
-    config = load_config(conf)
-    lake = Lake.from_config(config, conf.parent)
-    mapping = mapping_for(config)
-    policy = deid_policy(config, datetime.now(timezone.utc).date())
-    tables = {}
-    for name, table_policy in (config.deid.get("tables") or {}).items():
-        view = config.views[table_policy.get("source", name)]
-        lines = [(l["column"], l["action"], l.get("as", l["column"])) for l in table_policy["columns"] if l["action"] != "drop"]
-        tables.setdefault(view["resource"], []).append((name, compile_view(view), lines))
-
-    files = landing_files(config.feeds, lake.landing, config.csv_mappings)
-    everything = (row for landing in files for row in split_file(landing))
-    sample = _sample(everything, limit, seed) if limit else None
-    started = time.monotonic()
-    records = 0
-    silver: dict[str, dict] = {}
-    for row in sample if sample is not None else everything:
-        records += 1
-        try:
-            found = _resources(row, mapping)
-            for resource in found:
-                validate(resource)
-        except Exception:
-            continue  # quarantined: the baseline only counts what it keeps
-        for resource in found:
-            table = RESOURCE_TABLES.get(resource.get("resourceType"))
-            if table is not None:  # a later delivery of the same id replaces the earlier one
-                silver.setdefault(table, {})[resource["id"]] = (row["hospital"], row["record_id"], resource)
-    gold: dict[str, list] = {}
-    for table, kept in silver.items():
-        rows = []
-        for hospital, record_id, resource in kept.values():
-            text = json.dumps(resource, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-            rows.append({"id": resource["id"], "hospital": hospital, "record_id": record_id, "resource": text})
-            for name, compiled, lines in tables.get(resource["resourceType"], []):
-                for flat in compiled.evaluate(json.loads(text)):
-                    flat = {**flat, "hospital": hospital, "person_key": resource.get("id")}
-                    gold.setdefault(name, []).append(
-                        {out: _deid(deid, action, flat.get(column), policy, flat.get("person_key")) for column, action, out in lines})
-        write_deltalake(str(out_dir / "silver" / table), pa.Table.from_pylist(rows), mode="overwrite")
-    for name, rows in gold.items():
-        table = pa.Table.from_pylist([{k: (None if v is None else str(v)) for k, v in r.items()} for r in rows])
-        write_deltalake(str(out_dir / "gold" / name), table, mode="overwrite")
-    seconds = time.monotonic() - started
-    resources = sum(map(len, silver.values()))
-    return {"records": records, "limited_to": limit, "resources": resources, "gold_rows": sum(map(len, gold.values())),
-            "seconds": round(seconds, 1), "resources_per_s": round(resources / seconds) if seconds else None}
-
-
-def _sample(rows, size: int, seed: int) -> list:
-    """A uniform random sample of `size` rows in their input order (reservoir sampling, one pass)."""
-    import random
-
-    chosen: list = []
-    draw = random.Random(seed)
-    for seen, row in enumerate(rows):
-        if seen < size:
-            chosen.append((seen, row))
-        elif (slot := draw.randrange(seen + 1)) < size:
-            chosen[slot] = (seen, row)
-    return [row for _, row in sorted(chosen, key=lambda pair: pair[0])]
-
-
-def _deid(deid, action, value, policy, person):
-    try:
-        return deid._apply(action, value, policy, person)
-    except TypeError:  # an older _apply without the person argument
-        return deid._apply(action, value, policy)
-
-
 # -- JVM Spark in a child process -----------------------------------------------------------------
 
 
@@ -378,6 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--volume", type=int, default=8, help="history length, times the generator's default")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--engines", default="sail", help="comma-separated: sail, spark")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="carelake runs, each on a fresh copy of the landing, between pieces of the baseline")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--baseline-records", type=int, default=None,
                         help="run the naive baseline on a random sample of this many records (its rate is what counts)")
@@ -385,8 +292,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     from carelake.keys import KEY_ENV, throwaway_key
+
+    from bench.baseline import BaselineChild
 
     os.environ.setdefault(KEY_ENV, throwaway_key())
     os.environ.setdefault("RUST_LOG", "error")
@@ -396,38 +307,62 @@ def main(argv: list[str] | None = None) -> dict:
                     "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
                     "patients": args.patients, "hospitals": args.hospitals, "volume": args.volume}
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
+    rounds = args.rounds if "sail" in engines else 0
+    baseline = None
     try:
         with TreeMonitor() as monitor:
             started = time.monotonic()
             conf = generate_apart(workdir / "run", patients=args.patients, hospitals=args.hospitals, volume=args.volume, seed=args.seed)
             result["generate_seconds"] = round(time.monotonic() - started, 1)
             say(f"generated {args.patients} patients x {args.hospitals} hospitals (volume {args.volume}) in {result['generate_seconds']} s")
-            if "sail" in engines:
+            if rounds > 1:  # each round starts from the same landing, before the first round writes a lake
+                shutil.copytree(workdir / "run", workdir / "untouched", symlinks=True)
+            if not args.no_baseline:
+                # B C B C ... B: the baseline's pieces bracket carelake's rounds, so both meet the same
+                # machine; this machine's speed drifts by 10-30 % within minutes
+                baseline = BaselineChild(conf, workdir / "baseline-out", pieces=rounds + 1, limit=args.baseline_records, seed=args.seed)
+                monitor.leave_out.add(baseline.pid)
+                baseline.run_piece()
+            runs = []
+            for number in range(1, rounds + 1):
+                run_dir = workdir / ("run" if number == 1 else f"run-{number}")
+                if number > 1:
+                    shutil.copytree(workdir / "untouched", run_dir, symlinks=True)
                 monitor.reset_peak()
                 monitor.overall_peak = monitor.peak  # the generator's memory is not the pipeline's
-                sail = run_carelake(conf, workdir / "run", monitor)
-                sail["peak_rss_mb"] = round(monitor.overall_peak)
-                result["sail"] = sail
-                for stage, f in sail["stages"].items():
+                figures = run_carelake(run_dir / "conf", run_dir, monitor)
+                figures["peak_rss_mb"] = round(monitor.overall_peak)
+                runs.append(figures)
+                for stage, f in figures["stages"].items():
                     say(f"  {stage:10s} in {f['records_in'] or '-':>9} out {f['rows_out']:>9}  {f['seconds']:8.1f} s"
                         f"  cpu {f['cpu_seconds']:7.1f} s  peak {f['peak_rss_mb']:6d} MiB")
-                say(f"sail: {sail['resources']} resources in {sail['seconds']} s = {sail['resources_per_s']}/s "
-                    f"({sail['resources_per_cpu_s']}/cpu-s), peak RSS {sail['peak_rss_mb']} MiB" + (f", ERROR {sail['error']}" if sail["error"] else ""))
-            if "spark" in engines:
+                say(f"sail, round {number}: {figures['resources']} resources in {figures['seconds']} s = {figures['resources_per_s']}/s "
+                    f"({figures['resources_per_cpu_s']}/cpu-s), peak RSS {figures['peak_rss_mb']} MiB" + (f", ERROR {figures['error']}" if figures["error"] else ""))
+                if number > 1:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                if number == rounds and "spark" in engines:
+                    result["spark"] = run_spark_child(conf, workdir / "spark-out")
+                    say(f"spark: {result['spark']}")
+                if baseline is not None:
+                    done = baseline.run_piece()
+                    if done is not None:
+                        result["baseline"] = done
+            if "spark" in engines and not rounds:
                 result["spark"] = run_spark_child(conf, workdir / "spark-out")
                 say(f"spark: {result['spark']}")
-            if not args.no_baseline:
-                monitor.reset_peak()
-                cpu = monitor.cpu_seconds()
-                baseline = run_baseline(conf, workdir / "baseline-out", limit=args.baseline_records, seed=args.seed)
-                baseline["peak_rss_mb"] = round(monitor.peak)
-                baseline["cpu_seconds"] = round(monitor.cpu_seconds() - cpu, 1)
-                baseline["resources_per_cpu_s"] = round(baseline["resources"] / baseline["cpu_seconds"]) if baseline["cpu_seconds"] else None
-                result["baseline"] = baseline
-                say(f"baseline: {baseline['resources']} resources in {baseline['seconds']} s = {baseline['resources_per_s']}/s")
+            if baseline is not None and "baseline" not in result:
+                result["baseline"] = baseline.run_piece()
+            if runs:
+                result["sail"] = _over_rounds(runs)
+            if result.get("baseline"):
+                b = result["baseline"]
+                say(f"baseline ({b['pieces']} pieces): {b['resources']} resources in {b['seconds']} s = {b['resources_per_s']}/s")
     finally:
+        if baseline is not None and baseline.process.poll() is None:
+            baseline.process.kill()
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir / "untouched", ignore_errors=True)
 
     sail = result.get("sail") or {}
     result["resources"] = sail.get("resources")
@@ -448,6 +383,20 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         print(json.dumps(result, default=str))
     return result
+
+
+def _over_rounds(runs: list[dict]) -> dict:
+    """carelake's figures over its rounds: the first round's stages and counts, the mean wall and CPU
+    seconds, the highest peak; each round's own totals under "rounds"."""
+    first = runs[0]
+    seconds = sum(r["seconds"] for r in runs) / len(runs)
+    cpu = sum(r["cpu_seconds"] for r in runs) / len(runs)
+    return {**first, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
+            "resources_per_s": round(first["resources"] / seconds) if seconds else None,
+            "resources_per_cpu_s": round(first["resources"] / cpu) if cpu else None,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "error": next((r["error"] for r in runs if r["error"]), None),
+            "rounds": [{k: r[k] for k in ("resources", "seconds", "cpu_seconds", "resources_per_s", "peak_rss_mb")} for r in runs]}
 
 
 if __name__ == "__main__":
