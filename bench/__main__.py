@@ -54,7 +54,6 @@ class TreeMonitor:
         self._me = psutil.Process()
         self.interval = interval
         self.peak = self.overall_peak = 0.0
-        self.leave_out: set[int] = set()  # processes that are not carelake's (the baseline child)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -64,7 +63,7 @@ class TreeMonitor:
             procs += self._me.children(recursive=True)
         except self._psutil.Error:
             pass
-        return [p for p in procs if p.pid not in self.leave_out]
+        return procs
 
     def rss_mb(self) -> float:
         total = 0
@@ -310,53 +309,48 @@ def main(argv: list[str] | None = None) -> dict:
     rounds = args.rounds if "sail" in engines else 0
     baseline = None
     try:
-        with TreeMonitor() as monitor:
-            started = time.monotonic()
-            conf = generate_apart(workdir / "run", patients=args.patients, hospitals=args.hospitals, volume=args.volume, seed=args.seed)
-            result["generate_seconds"] = round(time.monotonic() - started, 1)
-            say(f"generated {args.patients} patients x {args.hospitals} hospitals (volume {args.volume}) in {result['generate_seconds']} s")
-            if rounds > 1:  # each round starts from the same landing, before the first round writes a lake
-                shutil.copytree(workdir / "run", workdir / "untouched", symlinks=True)
-            if not args.no_baseline:
-                # B C B C ... B: the baseline's pieces bracket carelake's rounds, so both meet the same
-                # machine; this machine's speed drifts by 10-30 % within minutes
-                baseline = BaselineChild(conf, workdir / "baseline-out", pieces=rounds + 1, limit=args.baseline_records, seed=args.seed)
-                monitor.leave_out.add(baseline.pid)
-                baseline.run_piece()
-            runs = []
-            for number in range(1, rounds + 1):
-                run_dir = workdir / ("run" if number == 1 else f"run-{number}")
-                if number > 1:
-                    shutil.copytree(workdir / "untouched", run_dir, symlinks=True)
-                monitor.reset_peak()
-                monitor.overall_peak = monitor.peak  # the generator's memory is not the pipeline's
-                figures = run_carelake(run_dir / "conf", run_dir, monitor)
-                figures["peak_rss_mb"] = round(monitor.overall_peak)
-                runs.append(figures)
-                for stage, f in figures["stages"].items():
-                    say(f"  {stage:10s} in {f['records_in'] or '-':>9} out {f['rows_out']:>9}  {f['seconds']:8.1f} s"
-                        f"  cpu {f['cpu_seconds']:7.1f} s  peak {f['peak_rss_mb']:6d} MiB")
-                say(f"sail, round {number}: {figures['resources']} resources in {figures['seconds']} s = {figures['resources_per_s']}/s "
-                    f"({figures['resources_per_cpu_s']}/cpu-s), peak RSS {figures['peak_rss_mb']} MiB" + (f", ERROR {figures['error']}" if figures["error"] else ""))
-                if number > 1:
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                if number == rounds and "spark" in engines:
-                    result["spark"] = run_spark_child(conf, workdir / "spark-out")
-                    say(f"spark: {result['spark']}")
-                if baseline is not None:
-                    done = baseline.run_piece()
-                    if done is not None:
-                        result["baseline"] = done
-            if "spark" in engines and not rounds:
+        started = time.monotonic()
+        conf = generate_apart(workdir / "run", patients=args.patients, hospitals=args.hospitals, volume=args.volume, seed=args.seed)
+        result["generate_seconds"] = round(time.monotonic() - started, 1)
+        say(f"generated {args.patients} patients x {args.hospitals} hospitals (volume {args.volume}) in {result['generate_seconds']} s")
+        if rounds > 1:  # each round starts from the same landing, before the first round writes a lake
+            shutil.copytree(workdir / "run", workdir / "untouched", symlinks=True)
+        if not args.no_baseline:
+            # B C B C ... B: the baseline's pieces bracket carelake's rounds, so both meet the same
+            # machine; this machine's speed drifts by 10-30 % within minutes
+            baseline = BaselineChild(conf, workdir / "baseline-out", pieces=rounds + 1, limit=args.baseline_records, seed=args.seed)
+            baseline.run_piece()
+        runs = []
+        for number in range(1, rounds + 1):
+            run_dir = workdir / ("run" if number == 1 else f"run-{number}")
+            if number > 1:
+                shutil.copytree(workdir / "untouched", run_dir, symlinks=True)
+            figures = run_round(run_dir)
+            runs.append(figures)
+            for stage, f in figures["stages"].items():
+                say(f"  {stage:10s} in {f['records_in'] or '-':>9} out {f['rows_out']:>9}  {f['seconds']:8.1f} s"
+                    f"  cpu {f['cpu_seconds']:7.1f} s  peak {f['peak_rss_mb']:6d} MiB")
+            say(f"sail, round {number}: {figures['resources']} resources in {figures['seconds']} s = {figures['resources_per_s']}/s "
+                f"({figures['resources_per_cpu_s']}/cpu-s), peak RSS {figures['peak_rss_mb']} MiB" + (f", ERROR {figures['error']}" if figures["error"] else ""))
+            if number > 1:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            if number == rounds and "spark" in engines:
                 result["spark"] = run_spark_child(conf, workdir / "spark-out")
                 say(f"spark: {result['spark']}")
-            if baseline is not None and "baseline" not in result:
-                result["baseline"] = baseline.run_piece()
-            if runs:
-                result["sail"] = _over_rounds(runs)
-            if result.get("baseline"):
-                b = result["baseline"]
-                say(f"baseline ({b['pieces']} pieces): {b['resources']} resources in {b['seconds']} s = {b['resources_per_s']}/s")
+            if baseline is not None:
+                done = baseline.run_piece()
+                if done is not None:
+                    result["baseline"] = done
+        if "spark" in engines and not rounds:
+            result["spark"] = run_spark_child(conf, workdir / "spark-out")
+            say(f"spark: {result['spark']}")
+        if baseline is not None and "baseline" not in result:
+            result["baseline"] = baseline.run_piece()
+        if runs:
+            result["sail"] = _over_rounds(runs)
+        if result.get("baseline"):
+            b = result["baseline"]
+            say(f"baseline ({b['pieces']} pieces): {b['resources']} resources in {b['seconds']} s = {b['resources_per_s']}/s")
     finally:
         if baseline is not None and baseline.process.poll() is None:
             baseline.process.kill()
@@ -383,6 +377,20 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         print(json.dumps(result, default=str))
     return result
+
+
+def run_round(run_dir: Path) -> dict:
+    """One carelake run over `run_dir` (all stages), in a process of its own (`bench.stages --json`):
+    each round starts the engine, its UDF workers and the imports afresh, as a `carelake run` does,
+    and its peak RSS is its own process tree's."""
+    from carelake.pipeline import STAGES
+
+    done = subprocess.run([sys.executable, "-m", "bench.stages", str(run_dir), *STAGES, "--json"], cwd=ROOT,
+                          capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the carelake round in {run_dir} exited {done.returncode}: {done.stderr.strip()[-2000:]}")
+    return json.loads(lines[-1])
 
 
 def _over_rounds(runs: list[dict]) -> dict:

@@ -1,12 +1,14 @@
 """Time some stages on a lake that a bench run kept: for A/B runs of two code trees on the same input.
 
-    python -m bench.stages WORKDIR STAGE [STAGE ...] [--full]
+    python -m bench.stages WORKDIR STAGE [STAGE ...] [--full] [--json]
 
 WORKDIR is a bench working directory's ``run`` folder (``python -m bench --keep --workdir W`` leaves
 ``W/run``), or a copy of it; the stages run there with a throw-away key unless CARELAKE_DEID_KEY is
 set. Prints, per stage, wall and CPU seconds of the process tree and peak RSS, then each step's wall
 seconds with the CPU seconds, from the start to the step's end, of the client process (Sail runs
-inside it) and of the UDF workers. ``--full`` makes normalize map every record again.
+inside it) and of the UDF workers. ``--full`` makes normalize map every record again. ``--json``
+prints the figures as one JSON object on stdout (the rest on stderr): `python -m bench` runs each of
+its rounds this way, in a process of its own.
 
 To compare two trees, run each from its own checkout (``cd TREE && python -m bench.stages ...``: the
 UDF workers import what the parent imports) on fresh copies of one kept lake, alternating A and B:
@@ -16,8 +18,10 @@ the machine's speed drifts by 10-30 % within minutes, so one run of each says li
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 from bench.__main__ import STEP_DONE, TreeMonitor, run_carelake
@@ -51,7 +55,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("workdir", type=Path)
     parser.add_argument("stages", nargs="+")
     parser.add_argument("--full", action="store_true")
+    parser.add_argument("--json", action="store_true", help="the figures as one JSON object on stdout, the rest on stderr")
     args = parser.parse_args(argv)
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
 
     from carelake.keys import KEY_ENV, throwaway_key
 
@@ -60,12 +66,15 @@ def main(argv: list[str] | None = None) -> dict:
     with TreeMonitor() as monitor:
         cpu = _StepCpu(monitor)
         result = run_carelake(args.workdir / "conf", args.workdir, monitor, stages=args.stages, full=args.full, handlers=(cpu,))
+    result["peak_rss_mb"] = round(monitor.overall_peak)
     for name, figures in result["stages"].items():
-        print(f"{name}: {figures['seconds']} s, cpu {figures['cpu_seconds']} s, peak {figures['peak_rss_mb']} MiB")
-    print(f"{'wall s':>7} {'client cpu':>10} {'workers cpu':>11}  step")
+        say(f"{name}: {figures['seconds']} s, cpu {figures['cpu_seconds']} s, peak {figures['peak_rss_mb']} MiB")
+    say(f"{'wall s':>7} {'client cpu':>10} {'workers cpu':>11}  step")
     for step, wall, own, others in cpu.lines:
-        print(f"{wall:7.1f} {own:10.1f} {others:11.1f}  {step}")
-    print(f"total {result['seconds']} s, cpu {result['cpu_seconds']} s" + (f", ERROR {result['error']}" if result["error"] else ""))
+        say(f"{wall:7.1f} {own:10.1f} {others:11.1f}  {step}")
+    say(f"total {result['seconds']} s, cpu {result['cpu_seconds']} s" + (f", ERROR {result['error']}" if result["error"] else ""))
+    if args.json:
+        print(json.dumps(result))
     return result
 
 
