@@ -201,3 +201,20 @@ def test_tuple_rows_map_like_dict_rows_in_process_and_in_the_pool():
         assert _submit(pool, _TupleRows(_double_tuple), batch).result(60).to_pylist() == expected
     finally:
         pool.close()
+
+
+def _fan_out(row):
+    for i in range(row["x"]):
+        yield (row["x"], i)
+
+
+@pytest.mark.parametrize("rows_out", [0, 6, 7, 20])
+def test_tuple_rows_become_columns_in_chunks_with_every_row_in_order(monkeypatch, rows_out):
+    # one input row giving many output rows (a landing file's records): gathered CHUNK_ROWS at a time
+    from transforms import arrow
+
+    monkeypatch.setattr(arrow, "CHUNK_ROWS", 7)
+    batch = _batch([rows_out, 2])
+    out = map_batch(batch, arrow._TupleRows(_fan_out), SCHEMA)
+    assert out.schema == SCHEMA
+    assert out.to_pylist() == [{"x": x, "doubled": i} for x in (rows_out, 2) for i in range(x)]
