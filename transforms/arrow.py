@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
-__all__ = ["map_rows", "map_tuple_rows", "as_dicts", "arrow_schema", "map_batch", "udf_processes"]
+__all__ = ["map_rows", "map_tuple_rows", "as_dicts", "arrow_schema", "map_batch", "map_batches", "udf_processes"]
 
 _TYPES = {
     "string": pa.string(), "long": pa.int64(), "bigint": pa.int64(), "int": pa.int32(), "integer": pa.int32(),
@@ -49,8 +49,16 @@ def map_batch(batch: pa.RecordBatch, fn: Callable[[dict], Iterable[dict]], schem
     """`fn` over every row of `batch`; the output rows gathered column by column into one batch.
 
     `fn` gives dicts keyed by column name, or, wrapped by `map_tuple_rows`, tuples in column order."""
+    chunks = list(map_batches(batch, fn, schema))
+    return chunks[0] if len(chunks) == 1 else pa.concat_batches(chunks)
+
+
+def map_batches(batch: pa.RecordBatch, fn: Callable[[dict], Iterable[dict]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """`map_batch` as it goes: at least one batch, the last one possibly empty; a `map_tuple_rows`
+    function's rows come in batches of at most `CHUNK_ROWS`, each made when the one before is taken."""
     if type(fn) is _TupleRows:
-        return _map_tuple_batch(batch, fn.fn, schema)
+        yield from _map_tuple_batches(batch, fn.fn, schema)
+        return
     names = schema.names
     columns: list[list] = [[] for _ in names]
     appends = [column.append for column in columns]
@@ -59,29 +67,27 @@ def map_batch(batch: pa.RecordBatch, fn: Callable[[dict], Iterable[dict]], schem
             get = result.get
             for append, name in zip(appends, names):
                 append(get(name))
-    return pa.RecordBatch.from_arrays([pa.array(column, type=f.type) for column, f in zip(columns, schema)], schema=schema)
+    yield pa.RecordBatch.from_arrays([pa.array(column, type=f.type) for column, f in zip(columns, schema)], schema=schema)
 
 
 #: output rows held as Python tuples at a time before they become Arrow columns: a task of the ingest
 #: split is a whole landing file, whose records, all as Python objects at once, took a worker to
-#: 885 MiB for an 83 MB file (10,000 patients); in Arrow they take about the file's size
+#: 885 MiB for an 83 MB file (10,000 patients)
 CHUNK_ROWS = 16_384
 
 
-def _map_tuple_batch(batch: pa.RecordBatch, fn: Callable[[dict], Iterable[tuple]], schema: pa.Schema) -> pa.RecordBatch:
+def _map_tuple_batches(batch: pa.RecordBatch, fn: Callable[[dict], Iterable[tuple]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     produced = (out for row in batch.to_pylist() for out in fn(row))
-    chunks = []
     while True:
         rows = list(itertools.islice(produced, CHUNK_ROWS))
-        if not rows and chunks:
-            break
         # zip(*rows) turns rows into columns in C: no dict per row, no Python call per value
         columns = list(zip(*rows)) if rows else [() for _ in schema]
-        chunks.append(pa.RecordBatch.from_arrays([pa.array(column, type=f.type) for column, f in zip(columns, schema)], schema=schema))
-        del rows, columns
-        if chunks[-1].num_rows < CHUNK_ROWS:
-            break
-    return chunks[0] if len(chunks) == 1 else pa.concat_batches(chunks)
+        chunk = pa.RecordBatch.from_arrays([pa.array(column, type=f.type) for column, f in zip(columns, schema)], schema=schema)
+        del rows, columns  # the tuples go before the next chunk's are made
+        yield chunk
+        if chunk.num_rows < CHUNK_ROWS:
+            return
+        del chunk
 
 
 # -- the worker pool (embedded engine only) ------------------------------------------------------
@@ -138,7 +144,7 @@ def _finished(window: dict) -> Iterator[pa.RecordBatch]:
     done, _ = wait(window, return_when=FIRST_COMPLETED)
     for future in sorted(done, key=window.__getitem__):
         del window[future]
-        yield future.result()
+        yield from future.result().to_batches()
 
 
 def map_rows(df, fn: Callable[[dict], Iterable[dict]], out: list[tuple[str, str]], *, rows_per_task: int = 2048):
@@ -157,7 +163,7 @@ def map_rows(df, fn: Callable[[dict], Iterable[dict]], out: list[tuple[str, str]
             yield from _map_parallel(batches, fn, schema, size, rows_per_task)
         else:
             for batch in batches:
-                yield map_batch(batch, fn, schema)
+                yield from map_batches(batch, fn, schema)
 
     return df.mapInArrow(run, ", ".join(f"`{name}` {kind}" for name, kind in out))
 

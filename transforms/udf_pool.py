@@ -12,7 +12,7 @@ however it dies.
 Frames in both directions: 8-byte little-endian length, then the bytes. A request is two frames: a
 pickle of ``(key, payload | None, reset, output schema)``, where ``payload`` is the cloudpickled
 function, sent to a worker once per key, then the input batch as an Arrow IPC stream. A reply is a
-pickle of ``("ok",)`` followed by the output batch as an IPC stream, or of ``("error", exception,
+pickle of ``("ok",)`` followed by the output batches as an IPC stream, or of ``("error", exception,
 traceback text)``. Batches travel as IPC, not pickles: a pickle of a slice carries its whole parent
 buffer and copies it twice; IPC writes only the slice, and reads without a copy.
 """
@@ -28,10 +28,11 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Iterable
 
 import pyarrow as pa
 
-__all__ = ["WorkerPool", "WorkerError", "get_pool", "read_frame", "write_frame", "to_ipc", "from_ipc"]
+__all__ = ["WorkerPool", "WorkerError", "get_pool", "read_frame", "write_frame", "to_ipc", "from_ipc", "table_from_ipc"]
 
 _HEADER = struct.Struct("<Q")
 #: functions a worker keeps; past this the parent tells it to drop them (one per stage and table)
@@ -48,15 +49,25 @@ def write_frame(stream, data) -> None:
     stream.flush()
 
 
-def to_ipc(batch: pa.RecordBatch) -> pa.Buffer:
+def to_ipc(batches: pa.RecordBatch | Iterable[pa.RecordBatch], schema: pa.Schema | None = None) -> pa.Buffer:
+    """One batch, or each batch of an iterable as it comes (`schema` then required), as one IPC stream:
+    a worker writes each output chunk and lets it go, so it never holds its whole output twice."""
+    if isinstance(batches, pa.RecordBatch):
+        schema, batches = batches.schema, (batches,)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
+    with pa.ipc.new_stream(sink, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
     return sink.getvalue()
 
 
 def from_ipc(data: bytes) -> pa.RecordBatch:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_next_batch()
+
+
+def table_from_ipc(data: bytes) -> pa.Table:
+    """Every batch of an IPC stream (a worker's reply), without a copy."""
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
 def read_frame(stream) -> bytes | None:
@@ -78,7 +89,7 @@ class _Worker:
                                         stdout=subprocess.PIPE, env=env, close_fds=True)
         self.keys: set[bytes] = set()
 
-    def call(self, key: bytes, payload: bytes, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    def call(self, key: bytes, payload: bytes, batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
         reset = key not in self.keys and len(self.keys) >= _MAX_FUNCTIONS
         if reset:
             self.keys.clear()
@@ -98,7 +109,7 @@ class _Worker:
                               f"{batch.num_rows} rows; CARELAKE_UDF_PROCESSES=0 maps in process")
         if reply[0] == "ok":
             self.keys.add(key)
-            return from_ipc(result)
+            return table_from_ipc(result)
         self.keys.discard(key)  # the worker may not hold the function (its unpickling failed): send it again
         exc, remote = reply[1:]
         exc.__cause__ = WorkerError(f"in the UDF worker process:\n{remote}")
@@ -128,7 +139,7 @@ class WorkerPool:
     def submit(self, key: bytes, payload: bytes, batch: pa.RecordBatch, schema: pa.Schema) -> Future:
         return self._threads.submit(self._call, key, payload, batch, schema)
 
-    def _call(self, key, payload, batch, schema) -> pa.RecordBatch:
+    def _call(self, key, payload, batch, schema) -> pa.Table:
         try:
             worker = self._idle.get_nowait()
         except queue.Empty:

@@ -23,7 +23,7 @@ def main() -> None:
 
     from pyspark import cloudpickle
 
-    from transforms.arrow import map_batch
+    from transforms.arrow import map_batches
     from transforms.udf_pool import from_ipc, read_frame, to_ipc, write_frame
 
     functions: dict[bytes, object] = {}
@@ -37,7 +37,7 @@ def main() -> None:
                 functions.clear()
             if payload is not None:
                 functions[key] = cloudpickle.loads(payload)
-            result = to_ipc(map_batch(from_ipc(data), functions[key], schema))
+            result = to_ipc(map_batches(from_ipc(data), functions[key], schema), schema)
         except Exception as exc:  # noqa: BLE001 - the parent re-raises it where the batch was submitted
             write_frame(replies, pickle.dumps(("error", _portable(exc), traceback.format_exc()), protocol=5))
             continue

@@ -215,6 +215,24 @@ def test_tuple_rows_become_columns_in_chunks_with_every_row_in_order(monkeypatch
 
     monkeypatch.setattr(arrow, "CHUNK_ROWS", 7)
     batch = _batch([rows_out, 2])
+    expected = [{"x": x, "doubled": i} for x in (rows_out, 2) for i in range(x)]
+    chunks = list(arrow.map_batches(batch, arrow._TupleRows(_fan_out), SCHEMA))
+    assert [c.num_rows for c in chunks] == [7] * (len(expected) // 7) + [len(expected) % 7]
     out = map_batch(batch, arrow._TupleRows(_fan_out), SCHEMA)
     assert out.schema == SCHEMA
-    assert out.to_pylist() == [{"x": x, "doubled": i} for x in (rows_out, 2) for i in range(x)]
+    assert out.to_pylist() == expected
+
+
+def test_a_worker_answers_a_large_output_in_chunks_with_every_row_in_order():
+    # the ingest split: one input row (a file) giving more rows than a chunk; the worker writes each
+    # chunk to its reply as it is made instead of joining them first
+    from transforms.arrow import CHUNK_ROWS, _TupleRows
+
+    rows_out = 2 * CHUNK_ROWS + 5
+    pool = WorkerPool(1)
+    try:
+        reply = _submit(pool, _TupleRows(_fan_out), _batch([rows_out, 3])).result(60)
+    finally:
+        pool.close()
+    assert [b.num_rows for b in reply.to_batches()] == [CHUNK_ROWS, CHUNK_ROWS, 8]
+    assert reply.to_pylist() == [{"x": x, "doubled": i} for x in (rows_out, 3) for i in range(x)]
