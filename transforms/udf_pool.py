@@ -49,11 +49,9 @@ def write_frame(stream, data) -> None:
     stream.flush()
 
 
-def to_ipc(batches: pa.RecordBatch | Iterable[pa.RecordBatch], schema: pa.Schema | None = None) -> pa.Buffer:
-    """One batch, or each batch of an iterable as it comes (`schema` then required), as one IPC stream:
-    a worker writes each output chunk and lets it go, so it never holds its whole output twice."""
-    if isinstance(batches, pa.RecordBatch):
-        schema, batches = batches.schema, (batches,)
+def to_ipc(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> pa.Buffer:
+    """Each batch as it comes, into one IPC stream: a worker writes each output chunk and lets it go,
+    so it never holds its whole output twice."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, schema) as writer:
         for batch in batches:
@@ -97,7 +95,7 @@ class _Worker:
         reply = result = None
         try:
             write_frame(self.process.stdin, pickle.dumps(request, protocol=5))
-            write_frame(self.process.stdin, to_ipc(batch))
+            write_frame(self.process.stdin, to_ipc([batch], batch.schema))
             reply = read_frame(self.process.stdout)
             if reply is not None and (reply := pickle.loads(reply))[0] == "ok":
                 result = read_frame(self.process.stdout)
