@@ -65,3 +65,25 @@ def test_an_older_delivery_mapped_later_does_not_replace_a_newer_one(tmp_path, s
     assert winners(("r-tie", "2024-02-01T00:00:00Z", "c.ndjson", 1, "2024-01-04T00:00:00Z")) == []
     assert winners(("r-tie", "2024-02-01T00:00:00Z", "c.ndjson", 1, "2024-01-05T00:00:00Z")) == ["r-tie"]
     assert winners(("r-tie", "2024-02-01T00:00:00Z", "a.ndjson", 1, "2024-01-05T00:00:00Z")) == []
+
+
+def test_conservation_counts_the_same_by_join_and_by_aggregation(tmp_path, spark, monkeypatch):
+    """Outcomes count only for records still in bronze, whichever way they are matched: the join of a
+    small bronze table and the aggregation that a large one takes (a hash join's build side cannot spill)."""
+    config = load_config(None)
+    lake = Lake.from_config(config, tmp_path)
+    lake.overwrite(spark.createDataFrame([("r1", "h", "csv"), ("r2", "h", "csv"), ("r3", "h", "fhir"), ("r4", "g", "fhir")],
+                                         "record_id string, hospital string, feed string"), "bronze.records")
+    # r4 has no outcome yet; r9's record left bronze (a restore of bronze to an earlier version)
+    lake.overwrite(spark.createDataFrame([("r1", "h", "csv", "normalized"), ("r2", "h", "csv", "quarantined"),
+                                          ("r3", "h", "fhir", "normalized"), ("r9", "h", "csv", "normalized")],
+                                         "record_id string, hospital string, feed string, outcome string"), "phi.record_status")
+    ctx = SimpleNamespace(lake=lake, spark=spark)
+    expected = {
+        "g/fhir": {"bronze": 1, "normalized": 0, "quarantined": 0, "balanced": False},
+        "h/csv": {"bronze": 2, "normalized": 1, "quarantined": 1, "balanced": True},
+        "h/fhir": {"bronze": 1, "normalized": 1, "quarantined": 0, "balanced": True},
+    }
+    assert normalize.conservation(ctx) == expected
+    monkeypatch.setattr(normalize, "JOIN_MAX_RECORDS", 0)
+    assert normalize.conservation(ctx) == expected
