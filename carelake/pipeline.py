@@ -121,8 +121,10 @@ def run_pipeline(config: Config | Path | str | None, workdir: Path | str | None,
 #: operating-system conditions worth naming in a failure message (their text carries no data)
 _OS_CONDITIONS = ("No space left on device", "Disk quota exceeded", "File too large", "Read-only file system",
                   "Permission denied", "Too many open files", "Cannot allocate memory", "Input/output error",
-                  # the embedded engine's memory pool is full (raise CARELAKE_ENGINE_MEMORY_MB, see carelake/engine.py)
                   "Resources exhausted")
+#: the embedded engine's memory pool refused an allocation (its message comes with or without
+#: "Resources exhausted"); what to do about it, see carelake/engine.py
+_POOL_FULL = ("Failed to allocate additional", "the engine's memory pool is full: raise CARELAKE_ENGINE_MEMORY_MB")
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -133,6 +135,8 @@ def describe_failure(exc: BaseException) -> str:
         what += f" ({exc.strerror})"
     else:
         conditions = [c for c in _OS_CONDITIONS if c in text]
+        if _POOL_FULL[0] in text or "Resources exhausted" in text:
+            conditions.append(_POOL_FULL[1])
         error_class = getattr(exc, "getErrorClass", lambda: None)()
         if error_class:
             what += f" [{error_class}]"
