@@ -122,9 +122,10 @@ def run_pipeline(config: Config | Path | str | None, workdir: Path | str | None,
 _OS_CONDITIONS = ("No space left on device", "Disk quota exceeded", "File too large", "Read-only file system",
                   "Permission denied", "Too many open files", "Cannot allocate memory", "Input/output error",
                   "Resources exhausted")
-#: the embedded engine's memory pool refused an allocation (its message comes with or without
-#: "Resources exhausted"); what to do about it, see carelake/engine.py
-_POOL_FULL = ("Failed to allocate additional", "the engine's memory pool is full: raise CARELAKE_ENGINE_MEMORY_MB")
+#: the embedded engine's memory pool refused an allocation: Sail's message has either of these, not
+#: always both (a hash join's build side); what to do about it, see carelake/engine.py
+_POOL_FULL_MARKS = ("Resources exhausted", "Failed to allocate additional")
+_POOL_FULL = "the engine's memory pool is full: raise CARELAKE_ENGINE_MEMORY_MB"
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -135,8 +136,8 @@ def describe_failure(exc: BaseException) -> str:
         what += f" ({exc.strerror})"
     else:
         conditions = [c for c in _OS_CONDITIONS if c in text]
-        if _POOL_FULL[0] in text or "Resources exhausted" in text:
-            conditions.append(_POOL_FULL[1])
+        if any(mark in text for mark in _POOL_FULL_MARKS):
+            conditions.append(_POOL_FULL)
         error_class = getattr(exc, "getErrorClass", lambda: None)()
         if error_class:
             what += f" [{error_class}]"
