@@ -143,16 +143,16 @@ def quality_view(table: str, df, *, targets: dict, as_of: dt.date):
     from pyspark.sql import functions as F
 
     kind = _resource_type(table)
+    # Every column read from the resource JSON first, then the resource dropped, then the joins: their
+    # hash tables then hold narrow rows, not the JSON (a DiagnosticReport view at 568 k rows held it in
+    # two such tables and asked the 1.5 GiB engine pool for more than it had).
     view = df.withColumn("json_resource_type", _json("$.resourceType")).withColumn(
         "json_id_matches", _json("$.id") == F.col("id"))
     if kind in _HAS_STATUS:
         view = view.withColumn("status", _json("$.status"))
-    if kind != "Patient":
-        view = _resolves(view, "patient_id", targets.get("silver.patient"), "patient_resolves")
     if kind in _HAS_ENCOUNTER:
         view = view.withColumn("_encounter_ref", F.regexp_extract(_json("$.encounter.reference"), r"^Encounter/(.+)$", 1))
         view = view.withColumn("_encounter_ref", F.when(F.col("_encounter_ref") != "", F.col("_encounter_ref")))
-        view = _resolves(view, "_encounter_ref", targets.get("silver.encounter"), "encounter_resolves").drop("_encounter_ref")
     if kind in _CODE:
         path, standard = _CODE[kind]
         codings = F.from_json(_json(path), _CODINGS)
@@ -171,22 +171,29 @@ def quality_view(table: str, df, *, targets: dict, as_of: dt.date):
         view = view.withColumn("birth_date_plausible", _plausible(_json("$.birthDate"), upper=as_of + dt.timedelta(days=1)))
         view = view.withColumn("gender", _json("$.gender"))
         view = view.withColumn("has_identifier", _json("$.identifier[0].value").isNotNull())
-    if kind == "DiagnosticReport":
-        refs = F.from_json(_json("$.result"), "array<struct<reference:string>>")
-        exploded = view.select("id", F.explode(refs).alias("_r")).select(
-            "id", F.regexp_extract("_r.reference", r"^Observation/(.+)$", 1).alias("_obs"))
-        observations = targets.get("silver.observation")
-        if observations is not None:
-            known = observations.select(F.col("id").alias("_obs")).distinct()
-            exploded = exploded.join(known, "_obs", "left_anti")
-        dangling = exploded.groupBy("id").agg(F.count(F.lit(1)).alias("_dangling"))
-        view = view.join(dangling, "id", "left").withColumn(
-            "results_resolve", F.when(F.col("resource").isNotNull(), F.coalesce(F.col("_dangling"), F.lit(0)) == 0)).drop("_dangling")
     if kind == "Observation":
         loinc = F.expr(f"get(filter(_codings, c -> c.system = '{LOINC}'), 0).code")
         local = F.expr(f"get(filter(_codings, c -> startswith(c.system, '{LOCAL_PREFIX}')), 0).code")
         lab = F.coalesce(loinc, F.concat_ws("|", F.col("hospital"), local))
         view = view.withColumn("_lab", lab).withColumn("_unit", _json("$.valueQuantity.unit"))
+    view = view.withColumn("_has_resource", F.col("resource").isNotNull()).drop("_codings", "resource")
+
+    if kind != "Patient":
+        view = _resolves(view, "patient_id", targets.get("silver.patient"), "patient_resolves")
+    if kind in _HAS_ENCOUNTER:
+        view = _resolves(view, "_encounter_ref", targets.get("silver.encounter"), "encounter_resolves").drop("_encounter_ref")
+    if kind == "DiagnosticReport":
+        # the references from the silver rows themselves, not from `view`: its joins would run again
+        refs = F.from_json(_json("$.result"), "array<struct<reference:string>>")
+        exploded = df.select("id", F.explode(refs).alias("_r")).select(
+            "id", F.regexp_extract("_r.reference", r"^Observation/(.+)$", 1).alias("_obs"))
+        observations = targets.get("silver.observation")
+        if observations is not None:
+            exploded = exploded.join(observations.select(F.col("id").alias("_obs")), "_obs", "left_anti")
+        dangling = exploded.groupBy("id").agg(F.count(F.lit(1)).alias("_dangling"))
+        view = view.join(dangling, "id", "left").withColumn(
+            "results_resolve", F.when(F.col("_has_resource"), F.coalesce(F.col("_dangling"), F.lit(0)) == 0)).drop("_dangling")
+    if kind == "Observation":
         # The usual unit per lab code from the silver rows themselves, reading only the two JSON paths
         # it needs: the same rows as `view` (its reference joins neither add nor drop any), without
         # evaluating those joins and the other JSON paths a second time for this aggregate.
@@ -198,7 +205,7 @@ def quality_view(table: str, df, *, targets: dict, as_of: dt.date):
                  .filter("_n = 1").select("_lab", F.col("_unit").alias("_usual")))
         view = view.join(usual, "_lab", "left").withColumn(
             "unit_consistent", F.when(F.col("_unit").isNotNull(), F.col("_unit") == F.col("_usual"))).drop("_lab", "_unit", "_usual")
-    return view.drop("_codings", "resource")
+    return view.drop("_has_resource")
 
 
 def conservation_frame(ctx: RunContext):

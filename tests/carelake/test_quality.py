@@ -270,6 +270,42 @@ def test_quality_view_handles_missing_fields_and_empty_lists(spark):
     assert got == {encounters[0]["id"]: ("planned", None, True, False), encounters[1]["id"]: ("finished", True, True, False)}
 
 
+
+def test_quality_view_resolves_references_and_leaves_the_resource_out(spark):
+    import datetime as dt
+
+    from carelake.validate import quality_view
+
+    patients, encounters, observations = silver_rows("Patient", 2), silver_rows("Encounter", 1), silver_rows("Observation", 2)
+    reports = silver_rows("DiagnosticReport", 4)
+    base = {"resourceType": "DiagnosticReport", "status": "final", "encounter": {"reference": f"Encounter/{encounters[0]['id']}"}}
+    results = {
+        0: [{"reference": f"Observation/{o['id']}"} for o in observations],  # all resolve
+        1: [{"reference": f"Observation/{observations[0]['id']}"}, {"reference": "Observation/gone"}],  # one dangles
+        2: [],  # no results: nothing dangles
+    }
+    for i, row in enumerate(reports):
+        resource = {**base, "id": row["id"], "result": results.get(i, [])}
+        if i == 1:
+            resource["encounter"] = {"reference": "Encounter/gone"}
+        row["resource"] = json.dumps(resource)
+    reports[3]["resource"] = None  # no resource: the results check does not apply
+    targets = {name: frame(spark, rows) for name, rows in
+               [("silver.patient", patients), ("silver.encounter", encounters), ("silver.observation", observations)]}
+    view = quality_view("silver.diagnostic_report", frame(spark, reports), targets=targets, as_of=dt.date(2026, 1, 1))
+    assert "resource" not in view.columns and not any(c.startswith("_") for c in view.columns)
+    got = {r["id"]: (r["patient_resolves"], r["encounter_resolves"], r["results_resolve"]) for r in view.collect()}
+    assert got == {
+        reports[0]["id"]: (True, True, True),
+        reports[1]["id"]: (True, False, False),
+        reports[2]["id"]: (False, True, True),  # silver_rows' third patient is not among the two Patients
+        reports[3]["id"]: (False, None, None),
+    }
+    # without the Observation table every result dangles; without the Encounter table no encounter resolves
+    view = quality_view("silver.diagnostic_report", frame(spark, reports[:1]), targets={}, as_of=dt.date(2026, 1, 1))
+    assert [(r["patient_resolves"], r["encounter_resolves"], r["results_resolve"]) for r in view.collect()] == [(False, False, False)]
+
+
 def test_import_in_background_loads_great_expectations_in_a_daemon_thread():
     # a fresh interpreter: this one imported GE long ago
     import subprocess
