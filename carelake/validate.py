@@ -176,7 +176,9 @@ def quality_view(table: str, df, *, targets: dict, as_of: dt.date):
         local = F.expr(f"get(filter(_codings, c -> startswith(c.system, '{LOCAL_PREFIX}')), 0).code")
         lab = F.coalesce(loinc, F.concat_ws("|", F.col("hospital"), local))
         view = view.withColumn("_lab", lab).withColumn("_unit", _json("$.valueQuantity.unit"))
-    view = view.withColumn("_has_resource", F.col("resource").isNotNull()).drop("_codings", "resource")
+    if kind == "DiagnosticReport":
+        view = view.withColumn("_has_resource", F.col("resource").isNotNull())
+    view = view.drop("_codings", "resource")
 
     if kind != "Patient":
         view = _resolves(view, "patient_id", targets.get("silver.patient"), "patient_resolves")
@@ -191,8 +193,8 @@ def quality_view(table: str, df, *, targets: dict, as_of: dt.date):
         if observations is not None:
             exploded = exploded.join(observations.select(F.col("id").alias("_obs")), "_obs", "left_anti")
         dangling = exploded.groupBy("id").agg(F.count(F.lit(1)).alias("_dangling"))
-        view = view.join(dangling, "id", "left").withColumn(
-            "results_resolve", F.when(F.col("_has_resource"), F.coalesce(F.col("_dangling"), F.lit(0)) == 0)).drop("_dangling")
+        resolve = F.when(F.col("_has_resource"), F.coalesce(F.col("_dangling"), F.lit(0)) == 0)
+        view = view.join(dangling, "id", "left").withColumn("results_resolve", resolve).drop("_dangling", "_has_resource")
     if kind == "Observation":
         # The usual unit per lab code from the silver rows themselves, reading only the two JSON paths
         # it needs: the same rows as `view` (its reference joins neither add nor drop any), without
@@ -205,7 +207,7 @@ def quality_view(table: str, df, *, targets: dict, as_of: dt.date):
                  .filter("_n = 1").select("_lab", F.col("_unit").alias("_usual")))
         view = view.join(usual, "_lab", "left").withColumn(
             "unit_consistent", F.when(F.col("_unit").isNotNull(), F.col("_unit") == F.col("_usual"))).drop("_lab", "_unit", "_usual")
-    return view.drop("_has_resource")
+    return view
 
 
 def conservation_frame(ctx: RunContext):

@@ -270,7 +270,6 @@ def test_quality_view_handles_missing_fields_and_empty_lists(spark):
     assert got == {encounters[0]["id"]: ("planned", None, True, False), encounters[1]["id"]: ("finished", True, True, False)}
 
 
-
 def test_quality_view_resolves_references_and_leaves_the_resource_out(spark):
     import datetime as dt
 
