@@ -68,6 +68,26 @@ def test_a_large_merge_source_is_merged_in_pieces_with_the_same_result(spark, tm
     assert ("k2", "new", None) in tables[4] and ("k38", "old", None) in tables[4]  # updated; untouched
 
 
+def test_written_files_stay_near_the_target_size(spark, tmp_path):
+    """The engine buffers a whole data file while writing it: `target_file_bytes` bounds that buffer."""
+    from pyspark.sql import functions as F
+
+    from carelake.lake import Limits
+
+    rows = spark.range(40_000).select(F.col("id"), F.repeat(F.sha2(F.col("id").cast("string"), 256), 4).alias("text"))
+    files = {}
+    for target in (Limits().target_file_bytes, 256 * 1024):
+        lake = Lake(tmp_path / str(target), dict(ZONES), limits=Limits(target_file_bytes=target))
+        lake.overwrite(rows, "silver.written")
+        lake.merge(spark, rows, "silver.created", keys=["id"])  # a MERGE into a new table creates it
+        for table in ("silver.written", "silver.created"):
+            assert lake.read(spark, table).count() == 40_000
+            files[target, table] = len(DeltaTable(str(lake.path(table))).file_uris())
+    for table in ("silver.written", "silver.created"):
+        # about 10 MB of text: one or two files by default, several at 256 KiB
+        assert files[256 * 1024, table] >= 4 * files[Limits().target_file_bytes, table], files
+
+
 def test_overwrite_partition_only(spark, lake):
     df = spark.createDataFrame([("x", 1), ("y", 2)], "p string, n int")
     lake.overwrite(df, "gold.t", partition_by=["p"])
