@@ -246,6 +246,31 @@ def test_every_expectation_keeps_its_counts_and_only_failures_carry_sample_ids(s
     assert all(r.unexpected_count == 0 for r in row_level if r.success)
 
 
+def test_uniqueness_counts_and_ids_are_those_of_ge_own_check(spark, tmp_path):
+    # expect_column_values_to_be_unique runs as a query (GE's own sorts the whole table in a window);
+    # the outcome keeps the suite's type and column, GE's counts, and the ids of the repeated rows.
+    import great_expectations as gx
+
+    suite = tmp_path / "suites"
+    suite.mkdir()
+    (suite / "gold.t.json").write_text(json.dumps({"name": "gold.t", "expectations": [
+        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "code"}, "meta": {"severity": "critical"}},
+        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "t_id"}, "meta": {"severity": "warning"}}]}))
+    df = spark.createDataFrame([("a", "x"), ("b", "y"), ("c", "x"), ("d", None), ("e", None), ("f", "z"), ("g", "x")],
+                               "t_id string, code string")
+    report = validate_tables({"gold.t": df}, suites_dir=suite, reports_dir=tmp_path / "reports", run_id="r1", id_column="t_id")
+    code, ids = report.results
+    assert (code.expectation, code.column, code.success, code.unexpected_count, code.element_count) == (
+        "expect_column_values_to_be_unique", "code", False, 3, 7)  # the three rows of "x"; nulls repeat freely
+    assert set(code.sample_ids) == {"a", "c", "g"}
+    assert (ids.column, ids.success, ids.unexpected_count, ids.sample_ids) == ("t_id", True, 0, ())
+    stored = "".join(p.read_text() for p in (tmp_path / "reports" / "gx").rglob("*.json"))
+    assert "expect_column_values_to_be_unique" in stored and '"x"' not in stored  # no failing value in GE's stores
+    batch = gx.get_context(mode="ephemeral").data_sources.add_spark("s").add_dataframe_asset("a") \
+        .add_batch_definition_whole_dataframe("b").get_batch(batch_parameters={"dataframe": df})
+    assert batch.validate(gx.expectations.ExpectColumnValuesToBeUnique(column="code")).result["unexpected_count"] == 3
+
+
 def test_quality_view_handles_missing_fields_and_empty_lists(spark):
     import datetime as dt
 
