@@ -22,7 +22,8 @@ from transforms.linkage import linkage_metrics, person_keys
 from transforms.normalize import (RESOURCE_TABLES, STANDARD_SYSTEMS, Mapping, mapping_fingerprint, normalize_records,
                                   record_outcomes)
 
-__all__ = ["run", "mapping_for", "SILVER_COLUMNS", "CORE_TABLES", "conservation", "unmapped_codes", "STANDARD_SYSTEMS"]
+__all__ = ["run", "mapping_for", "SILVER_COLUMNS", "CORE_TABLES", "conservation", "outcome_counts", "unmapped_codes",
+           "STANDARD_SYSTEMS"]
 
 SILVER_COLUMNS = ["id", "hospital", "feed", "record_id", "patient_id", "person_key", "resource"]
 SILVER_SCHEMA = ", ".join(f"{c} string" for c in SILVER_COLUMNS)
@@ -272,29 +273,32 @@ def conservation(ctx: RunContext) -> dict:
 
     Outcomes count only for records still in bronze (a bronze table restored to an earlier version may
     leave outcomes of records it no longer holds)."""
-    lake, spark = ctx.lake, ctx.spark
-    feed_name = F.concat_ws("/", "hospital", "feed").alias("feed")
-    bronze = {r["feed"]: r["count"] for r in lake.read(spark, "bronze.records").groupBy(feed_name).count().collect()}
+    out = {}
+    for (hospital, feed), counts in sorted(outcome_counts(ctx.lake, ctx.spark).items()):
+        out[f"{hospital}/{feed}"] = {**counts, "balanced": counts["bronze"] == counts["normalized"] + counts["quarantined"]}
+    return out
+
+
+def outcome_counts(lake, spark) -> dict[tuple[str, str], dict[str, int]]:
+    """Per (hospital, feed): bronze records, and how many of them phi.record_status has as normalized
+    and as quarantined; {} without bronze."""
+    if not lake.exists("bronze.records"):
+        return {}
+    bronze = {(r["hospital"], r["feed"]): r["count"] for r in lake.read(spark, "bronze.records").groupBy("hospital", "feed").count().collect()}
     outcomes: dict = {}
     if lake.exists("phi.record_status"):
-        status = lake.read(spark, "phi.record_status").select("record_id", feed_name, "outcome")
+        status = lake.read(spark, "phi.record_status").select("record_id", "hospital", "feed", "outcome")
         records = lake.read(spark, "bronze.records").select("record_id")
         if sum(bronze.values()) <= JOIN_MAX_RECORDS:
             kept = status.join(records, "record_id")
         else:
             # one row per record id from both tables (each holds an id once): kept when bronze has it
+            none = F.lit(None).cast("string")
             tagged = status.withColumn("_bronze", F.lit(0)).unionByName(records.select(
-                "record_id", F.lit(None).cast("string").alias("feed"), F.lit(None).cast("string").alias("outcome"),
-                F.lit(1).alias("_bronze")))
-            kept = (tagged.groupBy("record_id").agg(F.max("_bronze").alias("_bronze"), F.max("feed").alias("feed"),
-                                                    F.max("outcome").alias("outcome"))
+                "record_id", none.alias("hospital"), none.alias("feed"), none.alias("outcome"), F.lit(1).alias("_bronze")))
+            kept = (tagged.groupBy("record_id").agg(*[F.max(c).alias(c) for c in ("_bronze", "hospital", "feed", "outcome")])
                     .filter("_bronze = 1 AND outcome IS NOT NULL"))
-        for r in kept.groupBy("feed", "outcome").count().collect():
-            outcomes.setdefault(r["feed"], {})[r["outcome"]] = r["count"]
-    out = {}
-    for feed in sorted(bronze):
-        normalized = outcomes.get(feed, {}).get("normalized", 0)
-        quarantined = outcomes.get(feed, {}).get("quarantined", 0)
-        out[feed] = {"bronze": bronze[feed], "normalized": normalized, "quarantined": quarantined,
-                     "balanced": bronze[feed] == normalized + quarantined}
-    return out
+        for r in kept.groupBy("hospital", "feed", "outcome").count().collect():
+            outcomes.setdefault((r["hospital"], r["feed"]), {})[r["outcome"]] = r["count"]
+    return {key: {"bronze": n, "normalized": outcomes.get(key, {}).get("normalized", 0),
+                  "quarantined": outcomes.get(key, {}).get("quarantined", 0)} for key, n in bronze.items()}

@@ -68,21 +68,13 @@ def collect(lake, spark, run_id: str, *, status: str, error: str | None, results
     `results` is the run's per-stage results (`RunSummary.results`); it tells which curated layers
     this run published. Counting runs on the engine: bronze can be large.
     """
-    from pyspark.sql import functions as F
+    from carelake.normalize import outcome_counts
 
     finished_at = finished_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    feeds: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: {"rows_in": 0, "normalized": 0, "quarantined": 0})
-    if lake.exists("bronze.records"):
-        bronze = lake.read(spark, "bronze.records").select("record_id", "hospital", "feed")
-        if lake.exists("phi.record_status"):
-            bronze = bronze.join(lake.read(spark, "phi.record_status").select("record_id", "outcome"), "record_id", "left")
-        else:
-            bronze = bronze.withColumn("outcome", F.lit(None).cast("string"))
-        for row in bronze.groupBy("hospital", "feed", "outcome").count().collect():
-            counts = feeds[(row["hospital"], row["feed"])]
-            counts["rows_in"] += row["count"]
-            if row["outcome"] in ("normalized", "quarantined"):
-                counts[row["outcome"]] += row["count"]
+    # the counts of the conservation check: at 10 M records a join of bronze to phi.record_status held
+    # every record id in a hash table (2.9 GB peak RSS at the end of a 50,000-patient run)
+    feeds = {key: {"rows_in": c["bronze"], "normalized": c["normalized"], "quarantined": c["quarantined"]}
+             for key, c in outcome_counts(lake, spark).items()}
     reasons: dict[tuple, int] = {}
     if lake.exists("phi.quarantine"):
         grouped = lake.read(spark, "phi.quarantine").groupBy("hospital", "feed", "stage", "error_code", "reason").count()

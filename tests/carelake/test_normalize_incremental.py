@@ -69,7 +69,10 @@ def test_an_older_delivery_mapped_later_does_not_replace_a_newer_one(tmp_path, s
 
 def test_conservation_counts_the_same_by_join_and_by_aggregation(tmp_path, spark, monkeypatch):
     """Outcomes count only for records still in bronze, whichever way they are matched: the join of a
-    small bronze table and the aggregation that a large one takes (a hash join's build side cannot spill)."""
+    small bronze table and the aggregation that a large one takes (a hash join's build side cannot spill).
+    The run report shows the same counts."""
+    from carelake import run_report
+
     config = load_config(None)
     lake = Lake.from_config(config, tmp_path)
     lake.overwrite(spark.createDataFrame([("r1", "h", "csv"), ("r2", "h", "csv"), ("r3", "h", "fhir"), ("r4", "g", "fhir")],
@@ -84,6 +87,9 @@ def test_conservation_counts_the_same_by_join_and_by_aggregation(tmp_path, spark
         "h/csv": {"bronze": 2, "normalized": 1, "quarantined": 1, "balanced": True},
         "h/fhir": {"bronze": 1, "normalized": 1, "quarantined": 0, "balanced": True},
     }
-    assert normalize.conservation(ctx) == expected
-    monkeypatch.setattr(normalize, "JOIN_MAX_RECORDS", 0)
-    assert normalize.conservation(ctx) == expected
+    in_report = {("g", "fhir"): (1, 0, 0), ("h", "csv"): (2, 1, 1), ("h", "fhir"): (1, 1, 0)}
+    for join_max in (normalize.JOIN_MAX_RECORDS, 0):
+        monkeypatch.setattr(normalize, "JOIN_MAX_RECORDS", join_max)
+        assert normalize.conservation(ctx) == expected
+        feeds = run_report.collect(lake, spark, "r1", status="succeeded", error=None)["feeds"]
+        assert {(f["hospital"], f["feed"]): (f["rows_in"], f["normalized"], f["quarantined"]) for f in feeds} == in_report
