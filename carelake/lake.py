@@ -214,7 +214,7 @@ class Lake:
         self._commit(table, write)
 
     def _writer(self, df):
-        # an option a writer does not know is not an error: JVM Spark's Delta writer has no targetFileSize
+        # Sail's option; JVM Spark's Delta writer ignores options it does not read (not run here: no Delta jars)
         return df.write.format("delta").option("targetFileSize", self.limits.target_file_bytes)
 
     def merge(self, spark, df, table: str, *, keys: list[str], partition_by: list[str] | None = None,

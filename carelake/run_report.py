@@ -72,7 +72,7 @@ def collect(lake, spark, run_id: str, *, status: str, error: str | None, results
 
     finished_at = finished_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     # the counts of the conservation check: at 10 M records a join of bronze to phi.record_status held
-    # every record id in a hash table (2.9 GB peak RSS at the end of a 50,000-patient run)
+    # every record id in a hash table (3.2 GiB peak RSS at the end of a 50,000-patient run)
     feeds = {key: {"rows_in": c["bronze"], "normalized": c["normalized"], "quarantined": c["quarantined"]}
              for key, c in outcome_counts(lake, spark).items()}
     reasons: dict[tuple, int] = {}
