@@ -15,7 +15,8 @@ Each run reads, per entity, the rows whose watermark is at or above the high-wat
 (kept in ``phi.feed_state``, see `carelake.feeds.state`). ``>=`` rather than
 ``>`` so that a row committed later with the same timestamp is not lost; rows read twice have the same
 content hash and are not stored twice. The new mark is written only after the rows are in bronze, so
-a failed run reads them again.
+a failed run reads them again. Bronze's ``received_at`` of a row is the time of the read, to the
+microsecond (`_read_time`).
 
 Reading goes through Sail's JDBC data source (pysail[jdbc], connectorx underneath; registered on the
 session here), so rows stream into the engine without passing through the driver; on a JVM Spark
@@ -99,12 +100,21 @@ def _text(value) -> str | None:
     return str(value)
 
 
+def _read_time() -> str:
+    """The read's `received_at`, to the microsecond: a row changed between two reads in the same second
+    must still come out of the second read as the later delivery. A file's `received_at` is its
+    modification time to the second; there the file name orders two deliveries of one second, but two
+    reads of one table share their `source`, and without the fraction the latest-per-id order fell to
+    the record ids' hashes (a flaky test: two runs within one second kept the old row half the time)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def read_feed(ctx: RunContext, feed: Feed):
     """(bronze DataFrame or None, state) for one jdbc feed; state carries the pending watermarks."""
     mapping = ctx.config.csv_mappings[feed.mapping]
     options = jdbc_options(_url(feed))
     marks = read_marks(ctx, feed)
-    received = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    received = _read_time()
     parts, pending, counts = [], {}, {}
     for entity, spec in (mapping.get("entities") or {}).items():
         source = spec.get("query") or spec.get("table")

@@ -7,6 +7,8 @@ the test skips with the reason when no server answers. `.ci/run` installs and st
 from __future__ import annotations
 
 import os
+import re
+import time
 import uuid
 
 import pytest
@@ -14,6 +16,7 @@ import yaml
 
 from carelake.config import load_config
 from carelake.errors import ConfigError
+from carelake.feeds import jdbc
 from carelake.lake import Lake
 from carelake.pipeline import run_pipeline
 from tests.carelake.test_linkage_synthea_paired import make_conf
@@ -64,6 +67,10 @@ def test_jdbc_feed_reads_incrementally_on_its_watermark(pg, tmp_path, spark, mon
     conn, schema = pg
     monkeypatch.setenv("CARELAKE_DEID_KEY", TEST_KEY)
     monkeypatch.setenv("CARELAKE_TEST_HIS_URL", DSN)
+    # every read within one second: the later read's rows must still win (they did only half the time
+    # when received_at had whole seconds and two runs on a fast machine fell into the same one)
+    reads = iter(["2026-12-06T02:34:46.100000Z", "2026-12-06T02:34:46.500000Z", "2026-12-06T02:34:46.900000Z"])
+    monkeypatch.setattr(jdbc, "_read_time", lambda: next(reads))
     config = load_config(_conf(tmp_path, schema))
     workdir = tmp_path / "home"
     first = run_pipeline(config, workdir, ["ingest", "normalize"])
@@ -88,6 +95,14 @@ def test_jdbc_feed_reads_incrementally_on_its_watermark(pg, tmp_path, spark, mon
     assert lake.read(spark, "silver.encounter").count() == 3
     third = run_pipeline(config, workdir, ["ingest"])
     assert third.results["ingest"]["feeds"]["hosp-s/jdbc"]["new"] == 0
+
+
+def test_a_read_time_has_microseconds_and_sorts_as_text():
+    first = jdbc._read_time()
+    time.sleep(0.002)
+    second = jdbc._read_time()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", first)
+    assert first < second
 
 
 def test_jdbc_feed_with_a_renamed_column_names_the_table_and_column(pg, tmp_path, spark, monkeypatch):
