@@ -12,6 +12,10 @@ import sys
 import traceback
 
 
+_CHUNK = pickle.dumps(("chunk",), protocol=5)
+_OK = pickle.dumps(("ok",), protocol=5)
+
+
 def main() -> None:
     requests = os.fdopen(os.dup(0), "rb")
     replies = os.fdopen(os.dup(1), "wb")
@@ -37,13 +41,15 @@ def main() -> None:
                 functions.clear()
             if payload is not None:
                 functions[key] = cloudpickle.loads(payload)
-            result = to_ipc(map_batches(from_ipc(data), functions[key], schema), schema)
+            for chunk in map_batches(from_ipc(data), functions[key], schema):
+                write_frame(replies, _CHUNK)
+                write_frame(replies, to_ipc([chunk], schema))
+                del chunk  # sent: only the chunk being made is held
         except Exception as exc:  # noqa: BLE001 - the parent re-raises it where the batch was submitted
             write_frame(replies, pickle.dumps(("error", _portable(exc), traceback.format_exc()), protocol=5))
             continue
         del data
-        write_frame(replies, pickle.dumps(("ok",), protocol=5))
-        write_frame(replies, result)
+        write_frame(replies, _OK)
 
 
 def _portable(exc: Exception) -> Exception:

@@ -236,3 +236,40 @@ def test_a_worker_answers_a_large_output_in_chunks_with_every_row_in_order():
         pool.close()
     assert [b.num_rows for b in reply.to_batches()] == [CHUNK_ROWS, CHUNK_ROWS, 8]
     assert reply.to_pylist() == [{"x": x, "doubled": i} for x in (rows_out, 3) for i in range(x)]
+
+
+def test_a_worker_sends_each_chunk_as_soon_as_it_is_made(tmp_path):
+    # so a worker holds one chunk of a landing file's records, not the whole file's: the first chunk
+    # must reach the parent while the function is still making the second
+    import pickle
+    import select
+
+    from pyspark import cloudpickle
+
+    from transforms.arrow import CHUNK_ROWS, _TupleRows
+    from transforms.udf_pool import _Worker, read_frame, table_from_ipc, to_ipc, write_frame
+
+    gate = tmp_path / "go"
+
+    def gated(row):
+        for i in range(CHUNK_ROWS + 1):
+            while i == CHUNK_ROWS and not gate.exists():
+                time.sleep(0.01)
+            yield (row["x"], i)
+
+    worker = _Worker()
+    try:
+        write_frame(worker.process.stdin, pickle.dumps((b"gated", cloudpickle.dumps(_TupleRows(gated)), False, SCHEMA)))
+        batch = _batch([4])
+        write_frame(worker.process.stdin, to_ipc([batch], batch.schema))
+        ready, _, _ = select.select([worker.process.stdout], [], [], 20)
+        assert ready, "no chunk arrived while the function was still running"
+        assert pickle.loads(read_frame(worker.process.stdout)) == ("chunk",)
+        assert table_from_ipc(read_frame(worker.process.stdout)).num_rows == CHUNK_ROWS
+        gate.touch()
+        assert pickle.loads(read_frame(worker.process.stdout)) == ("chunk",)
+        assert table_from_ipc(read_frame(worker.process.stdout)).to_pylist() == [{"x": 4, "doubled": CHUNK_ROWS}]
+        assert pickle.loads(read_frame(worker.process.stdout)) == ("ok",)
+    finally:
+        gate.touch()
+        worker.close()
