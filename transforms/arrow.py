@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import queue
 import sys
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
@@ -119,32 +120,38 @@ def _map_parallel(batches: Iterator[pa.RecordBatch], fn, schema: pa.Schema, size
     payload = cloudpickle.dumps(fn)
     key = hashlib.sha256(payload).digest()
     pool = get_pool(size)
-    window: dict[Future, int] = {}  # in flight -> submission number
-    numbers = itertools.count()
+    # output chunks as the workers send them, and each slice's future once it is done (after its chunks)
+    arrived: queue.SimpleQueue = queue.SimpleQueue()
+    window: set[Future] = set()  # in flight
     try:
         for batch in batches:
             # one engine batch may be all the input (ingest's few files): slices keep every worker busy
             for start in range(0, batch.num_rows, rows_per_task):
-                window[pool.submit(key, payload, batch.slice(start, rows_per_task), schema)] = next(numbers)
+                future = pool.submit(key, payload, batch.slice(start, rows_per_task), schema, on_chunk=arrived.put)
+                window.add(future)
+                future.add_done_callback(arrived.put)
                 if len(window) >= 2 * size:  # at most two slices per worker in flight: memory stays bounded
-                    yield from _finished(window)
+                    yield from _until_a_slice_ends(arrived, window)
         while window:
-            yield from _finished(window)
+            yield from _until_a_slice_ends(arrived, window)
     finally:
         for future in window:
             future.cancel()
 
 
-def _finished(window: dict) -> Iterator[pa.RecordBatch]:
-    """Wait for any slice of `window` to finish and yield what has finished (taking it out of `window`).
+def _until_a_slice_ends(arrived: queue.SimpleQueue, window: set) -> Iterator[pa.RecordBatch]:
+    """Yield the chunks of `arrived` as they come, until a slice of `window` ends (taking it out).
 
-    Whichever finishes first goes out first: waiting for the oldest slice (a big file, an HL7-heavy
-    batch) would leave the workers that finished the later ones idle. Slices finished together go in
-    submission order, so a failure names the earliest failing one."""
-    done, _ = wait(window, return_when=FIRST_COMPLETED)
-    for future in sorted(done, key=window.__getitem__):
-        del window[future]
-        yield from future.result().to_batches()
+    Chunks go out as the workers make them, whichever slice they belong to: a slow slice (a big file,
+    an HL7-heavy batch) holds back neither the others nor its own first chunks, and the parent holds
+    no slice's whole output."""
+    while True:
+        item = arrived.get()
+        if isinstance(item, Future):
+            window.discard(item)
+            item.result()  # a failed slice raises here
+            return
+        yield item
 
 
 def map_rows(df, fn: Callable[[dict], Iterable[dict]], out: list[tuple[str, str]], *, rows_per_task: int = 2048):

@@ -17,7 +17,7 @@ the function makes, then ``("ok",)``; or, at any point, ``("error", exception, t
 A worker sends each chunk as soon as it is made and lets it go: a task of the ingest split is a
 whole landing file, whose output a worker held whole in one reply until 2026-12-06 (ingest at 50,000
 patients: workers 1.4-2.0 GiB each, 4.1-4.3 GiB for the process tree; 0.26 GiB each and 3.0-3.1 GiB
-since). The parent still gathers a task's chunks before it hands them on. Batches travel as IPC, not pickles: a pickle of a slice carries its whole parent
+since). The parent hands each chunk on as it arrives, too (`WorkerPool.submit`'s `on_chunk`). Batches travel as IPC, not pickles: a pickle of a slice carries its whole parent
 buffer and copies it twice; IPC writes only the slice, and reads without a copy.
 """
 
@@ -90,7 +90,7 @@ class _Worker:
                                         stdout=subprocess.PIPE, env=env, close_fds=True)
         self.keys: set[bytes] = set()
 
-    def call(self, key: bytes, payload: bytes, batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
+    def call(self, key: bytes, payload: bytes, batch: pa.RecordBatch, schema: pa.Schema, on_chunk=None) -> pa.Table | None:
         reset = key not in self.keys and len(self.keys) >= _MAX_FUNCTIONS
         if reset:
             self.keys.clear()
@@ -98,7 +98,7 @@ class _Worker:
         try:
             write_frame(self.process.stdin, pickle.dumps(request, protocol=5))
             write_frame(self.process.stdin, to_ipc([batch], batch.schema))
-            reply, result = self._reply(schema)
+            reply, result = self._reply(schema, on_chunk)
         except (BrokenPipeError, OSError):
             reply = None
         if reply is None:
@@ -113,16 +113,21 @@ class _Worker:
         exc.__cause__ = WorkerError(f"in the UDF worker process:\n{remote}")
         raise exc
 
-    def _reply(self, schema: pa.Schema) -> tuple[tuple | None, pa.Table | None]:
-        """(the closing tag, the chunks as one table) of a reply; (None, None) when the worker is gone."""
+    def _reply(self, schema: pa.Schema, on_chunk) -> tuple[tuple | None, pa.Table | None]:
+        """(the closing tag, the chunks as one table) of a reply; (None, None) when the worker is gone.
+        With `on_chunk`, each chunk goes to it as it arrives instead, and the table is None."""
         chunks: list[pa.RecordBatch] = []
         while (frame := read_frame(self.process.stdout)) is not None:
             tag = pickle.loads(frame)
             if tag[0] != "chunk":
-                return tag, pa.Table.from_batches(chunks, schema)
+                return tag, (None if on_chunk else pa.Table.from_batches(chunks, schema))
             if (data := read_frame(self.process.stdout)) is None:
                 break
-            chunks.extend(table_from_ipc(data).to_batches())
+            for chunk in table_from_ipc(data).to_batches():
+                if on_chunk:
+                    on_chunk(chunk)
+                else:
+                    chunks.append(chunk)
         return None, None
 
     def close(self, timeout: float = 5.0) -> None:
@@ -146,10 +151,12 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
 
-    def submit(self, key: bytes, payload: bytes, batch: pa.RecordBatch, schema: pa.Schema) -> Future:
-        return self._threads.submit(self._call, key, payload, batch, schema)
+    def submit(self, key: bytes, payload: bytes, batch: pa.RecordBatch, schema: pa.Schema, on_chunk=None) -> Future:
+        """Map `batch`; the future's result is the output as one table, or, with `on_chunk`, None:
+        each output chunk is passed to `on_chunk` (on the pool's thread) as it arrives."""
+        return self._threads.submit(self._call, key, payload, batch, schema, on_chunk)
 
-    def _call(self, key, payload, batch, schema) -> pa.Table:
+    def _call(self, key, payload, batch, schema, on_chunk) -> pa.Table | None:
         try:
             worker = self._idle.get_nowait()
         except queue.Empty:
@@ -157,7 +164,7 @@ class WorkerPool:
             with self._lock:
                 self._workers.append(worker)
         try:
-            result = worker.call(key, payload, batch, schema)
+            result = worker.call(key, payload, batch, schema, on_chunk)
         except WorkerError:
             self._discard(worker)
             raise

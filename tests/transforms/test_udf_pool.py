@@ -238,6 +238,19 @@ def test_a_worker_answers_a_large_output_in_chunks_with_every_row_in_order():
     assert reply.to_pylist() == [{"x": x, "doubled": i} for x in (rows_out, 3) for i in range(x)]
 
 
+def _gated(gate: Path):
+    """A tuple-row function that makes one chunk, then waits for `gate` to exist before its last row."""
+    from transforms.arrow import CHUNK_ROWS, _TupleRows
+
+    def gated(row):
+        for i in range(CHUNK_ROWS + 1):
+            while i == CHUNK_ROWS and not gate.exists():
+                time.sleep(0.01)
+            yield (row["x"], i)
+
+    return _TupleRows(gated)
+
+
 def test_a_worker_sends_each_chunk_as_soon_as_it_is_made(tmp_path):
     # so a worker holds one chunk of a landing file's records, not the whole file's: the first chunk
     # must reach the parent while the function is still making the second
@@ -246,20 +259,13 @@ def test_a_worker_sends_each_chunk_as_soon_as_it_is_made(tmp_path):
 
     from pyspark import cloudpickle
 
-    from transforms.arrow import CHUNK_ROWS, _TupleRows
+    from transforms.arrow import CHUNK_ROWS
     from transforms.udf_pool import _Worker, read_frame, table_from_ipc, to_ipc, write_frame
 
     gate = tmp_path / "go"
-
-    def gated(row):
-        for i in range(CHUNK_ROWS + 1):
-            while i == CHUNK_ROWS and not gate.exists():
-                time.sleep(0.01)
-            yield (row["x"], i)
-
     worker = _Worker()
     try:
-        write_frame(worker.process.stdin, pickle.dumps((b"gated", cloudpickle.dumps(_TupleRows(gated)), False, SCHEMA)))
+        write_frame(worker.process.stdin, pickle.dumps((b"gated", cloudpickle.dumps(_gated(gate)), False, SCHEMA)))
         batch = _batch([4])
         write_frame(worker.process.stdin, to_ipc([batch], batch.schema))
         ready, _, _ = select.select([worker.process.stdout], [], [], 20)
@@ -273,3 +279,20 @@ def test_a_worker_sends_each_chunk_as_soon_as_it_is_made(tmp_path):
     finally:
         gate.touch()
         worker.close()
+
+
+def test_map_rows_hands_on_each_chunk_before_its_slice_ends(tmp_path):
+    # and the parent passes it on at once: it holds no slice's whole output either
+    from concurrent.futures import ThreadPoolExecutor
+
+    from transforms.arrow import CHUNK_ROWS, _map_parallel
+
+    gate = tmp_path / "go"
+    out = _map_parallel(iter([_batch([5])]), _gated(gate), SCHEMA, 1, 1)
+    with ThreadPoolExecutor(1) as thread:
+        try:
+            first = thread.submit(next, out).result(timeout=20)
+        finally:
+            gate.touch()
+        assert first.num_rows == CHUNK_ROWS and first.column("doubled").to_pylist() == list(range(CHUNK_ROWS))
+        assert [b.to_pylist() for b in out if b.num_rows] == [[{"x": 5, "doubled": CHUNK_ROWS}]]
