@@ -14,11 +14,12 @@ pickle of ``(key, payload | None, reset, output schema)``, where ``payload`` is 
 function, sent to a worker once per key, then the input batch as an Arrow IPC stream. A reply is a
 sequence of pickled tags: ``("chunk",)`` followed by one output chunk as an IPC stream, as many as
 the function makes, then ``("ok",)``; or, at any point, ``("error", exception, traceback text)``.
-A worker sends each chunk as soon as it is made and lets it go: a task of the ingest split is a
-whole landing file, whose output a worker held whole in one reply until 2026-12-06 (ingest at 50,000
-patients: workers 1.4-2.0 GiB each, 4.1-4.3 GiB for the process tree; 0.26 GiB each and 3.0-3.1 GiB
-since). The parent hands each chunk on as it arrives, too (`WorkerPool.submit`'s `on_chunk`). Batches travel as IPC, not pickles: a pickle of a slice carries its whole parent
-buffer and copies it twice; IPC writes only the slice, and reads without a copy.
+A worker sends each chunk as soon as it is made and lets it go, and the parent hands each chunk on
+as it arrives (`WorkerPool.submit`'s `on_chunk`): a task of the ingest split is a whole landing file,
+whose output a worker, and then the parent, held whole until 2026-12-06 (ingest at 50,000 patients:
+workers 1.4-2.0 GiB each and 4.1-4.3 GiB for the process tree; now 0.26 GiB each and 2.3 GiB).
+Batches travel as IPC, not pickles: a pickle of a slice carries its whole parent buffer and copies it
+twice; IPC writes only the slice, and reads without a copy.
 """
 
 from __future__ import annotations
