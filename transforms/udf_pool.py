@@ -96,10 +96,11 @@ class _Worker:
         if reset:
             self.keys.clear()
         request = (key, None if key in self.keys else payload, reset, schema)
+        chunks: list[pa.RecordBatch] = []
         try:
             write_frame(self.process.stdin, pickle.dumps(request, protocol=5))
             write_frame(self.process.stdin, to_ipc([batch], batch.schema))
-            reply, result = self._reply(schema, on_chunk)
+            reply = self._reply(on_chunk or chunks.append)
         except (BrokenPipeError, OSError):
             reply = None
         if reply is None:
@@ -108,28 +109,23 @@ class _Worker:
                               f"{batch.num_rows} rows; CARELAKE_UDF_PROCESSES=0 maps in process")
         if reply[0] == "ok":
             self.keys.add(key)
-            return result
+            return None if on_chunk else pa.Table.from_batches(chunks, schema)
         self.keys.discard(key)  # the worker may not hold the function (its unpickling failed): send it again
         exc, remote = reply[1:]
         exc.__cause__ = WorkerError(f"in the UDF worker process:\n{remote}")
         raise exc
 
-    def _reply(self, schema: pa.Schema, on_chunk) -> tuple[tuple | None, pa.Table | None]:
-        """(the closing tag, the chunks as one table) of a reply; (None, None) when the worker is gone.
-        With `on_chunk`, each chunk goes to it as it arrives instead, and the table is None."""
-        chunks: list[pa.RecordBatch] = []
+    def _reply(self, deliver) -> tuple | None:
+        """Each chunk of a reply to `deliver` as it arrives; the closing tag, or None when the worker is gone."""
         while (frame := read_frame(self.process.stdout)) is not None:
             tag = pickle.loads(frame)
             if tag[0] != "chunk":
-                return tag, (None if on_chunk else pa.Table.from_batches(chunks, schema))
+                return tag
             if (data := read_frame(self.process.stdout)) is None:
-                break
+                return None
             for chunk in table_from_ipc(data).to_batches():
-                if on_chunk:
-                    on_chunk(chunk)
-                else:
-                    chunks.append(chunk)
-        return None, None
+                deliver(chunk)
+        return None
 
     def close(self, timeout: float = 5.0) -> None:
         try:
