@@ -23,7 +23,7 @@ from transforms.normalize import (RESOURCE_TABLES, STANDARD_SYSTEMS, Mapping, ma
                                   record_outcomes)
 
 __all__ = ["run", "mapping_for", "SILVER_COLUMNS", "CORE_TABLES", "conservation", "outcome_counts", "unmapped_codes",
-           "STANDARD_SYSTEMS"]
+           "type_counts", "STANDARD_SYSTEMS"]
 
 SILVER_COLUMNS = ["id", "hospital", "feed", "record_id", "patient_id", "person_key", "resource"]
 SILVER_SCHEMA = ", ".join(f"{c} string" for c in SILVER_COLUMNS)
@@ -115,11 +115,7 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
         # not partitioned by type: measured, the partitioned write cost more than the scans it saves
         lake.overwrite(normalize_records(todo, mapping), "staging.normalized")
         staged = lake.read(spark, "staging.normalized")
-        # rows per type (null: quarantined records) and whether any id repeats: most types' ids do not,
-        # and their latest-per-id needs no sort of every resource by id
-        counts = staged.groupBy("resource_type").agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("id").alias("ids")).collect()
-        per_type = {r["resource_type"]: r["rows"] for r in counts}
-        repeats = {r["resource_type"] for r in counts if r["ids"] < r["rows"]}
+        per_type, repeats = type_counts(staged)
         types = sorted(t for t in per_type if t is not None)
         note["detail"] = f"{'all' if not incremental else 'new'} records; resource types: {', '.join(types) or 'none'}"
 
@@ -189,6 +185,21 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
     records = sum(per_type.values()) if per_type else 0
     return {"silver": written, "conservation": conservation(ctx), "linkage": linkage, "unmapped_codes": unmapped,
             "mapped": {"full": not incremental, "resources_and_quarantined": records, "mapping": fingerprint}}
+
+
+def type_counts(staged) -> tuple[dict, set]:
+    """Rows of `normalize_records` -> ({resource type: rows}, {types whose ids repeat}); quarantined
+    records count under None. Most types' ids do not repeat, and their latest-per-id needs no sort of
+    every resource by id.
+
+    Counted per id first, then per type: a COUNT(DISTINCT id) per type keeps every id in a hash set the
+    engine's pool does not bound (3.4 GiB for 14 M resources with a 1.5 GiB pool), while a grouping
+    by (type, id) stays within the pool (0.9 GiB for the process, 9.1 against 9.5 s: one run each)."""
+    per_id = staged.groupBy("resource_type", "id").agg(F.count(F.lit(1)).alias("n"))
+    counts = per_id.groupBy("resource_type").agg(F.sum("n").alias("rows"), F.max("n").alias("most")).collect()
+    per_type = {r["resource_type"]: r["rows"] for r in counts}
+    repeats = {r["resource_type"] for r in counts if r["resource_type"] is not None and r["most"] > 1}
+    return per_type, repeats
 
 
 def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, repeats: bool = True):

@@ -37,6 +37,14 @@ def test_a_rerun_maps_nothing_and_a_full_run_gives_the_same_tables(ctx):
     assert _contents(ctx) == before
 
 
+def test_type_counts_give_rows_per_type_and_the_types_whose_ids_repeat(spark):
+    rows = [("Patient", "p1"), ("Patient", "p2"), ("Patient", "p1"), ("Observation", "o1"), ("Observation", "o2"),
+            (None, None), (None, None)]  # the last two: quarantined records
+    per_type, repeats = normalize.type_counts(spark.createDataFrame(rows, "resource_type string, id string"))
+    assert per_type == {"Patient": 3, "Observation": 2, None: 2}
+    assert repeats == {"Patient"}
+
+
 def _patient(updated: str) -> str:
     return json.dumps({"resourceType": "Patient", "id": "p1", "meta": {"lastUpdated": updated}})
 
