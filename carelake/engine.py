@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 KINDS = ("sail", "spark-connect", "spark")
 #: The embedded engine's memory pool limit (MiB) unless CARELAKE_ENGINE_MEMORY_MB says otherwise.
 DEFAULT_ENGINE_MEMORY_MB = 1536
+#: Rows per engine batch unless SAIL_EXECUTION__BATCH_SIZE says otherwise (Sail's own default: 8,192).
+ENGINE_BATCH_ROWS = 2048
 
 _lock = threading.Lock()
 _session = None
@@ -118,6 +120,11 @@ def _sail(settings: EngineSettings):
     limit_mb = int(os.environ.get("CARELAKE_ENGINE_MEMORY_MB") or DEFAULT_ENGINE_MEMORY_MB)
     os.environ.setdefault("SAIL_RUNTIME__MEMORY_POOL__TYPE", "fair")
     os.environ.setdefault("SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE", str(limit_mb * 2**20))
+    # Batches of 2,048 rows, not 8,192: a batch of silver rows carries their FHIR JSON, megabytes per
+    # column buffer, and the engine's allocator keeps freed buffers that size a while before it gives
+    # them back. Writing silver at 50,000 patients peaked at 2.0 instead of 3.0 GiB, and whole runs at
+    # 4,000 patients were no slower (docs/performance.md, "Smaller engine batches").
+    os.environ.setdefault("SAIL_EXECUTION__BATCH_SIZE", str(ENGINE_BATCH_ROWS))
     server = SparkConnectServer(ip="127.0.0.1", port=0)
     server.start(background=True)
     _server = server

@@ -73,3 +73,22 @@ def test_the_embedded_engine_has_a_bounded_memory_pool(spark):
     expected = int(os.environ.get("CARELAKE_ENGINE_MEMORY_MB") or DEFAULT_ENGINE_MEMORY_MB) * 2**20
     assert int(os.environ["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"]) == expected
     assert spark.range(100_000).orderBy("id", ascending=False).first()["id"] == 99_999
+
+
+def test_the_embedded_engine_hands_on_batches_of_at_most_its_batch_rows(spark):
+    """Smaller batches than Sail's default keep what the engine's allocator holds down (see
+    carelake.engine); the setting must reach the engine, which a UDF sees in the batches it gets."""
+    import os
+
+    from carelake.engine import ENGINE_BATCH_ROWS
+
+    limit = int(os.environ.get("SAIL_EXECUTION__BATCH_SIZE") or ENGINE_BATCH_ROWS)
+
+    def sizes(batches):
+        import pyarrow as pa
+
+        for batch in batches:
+            yield pa.RecordBatch.from_pydict({"rows": [batch.num_rows]})
+
+    got = [r["rows"] for r in spark.range(0, 20_000, 1, 1).mapInArrow(sizes, "rows long").collect()]
+    assert sum(got) == 20_000 and max(got) <= limit  # Sail alone makes batches of 8,192
