@@ -65,12 +65,11 @@ def split_file_tuples(row: dict, *, max_record_bytes: int = DEFAULT_MAX_RECORD_B
 
 def _records(feed: str, row: dict) -> Iterator[tuple[int, str, str]]:
     if feed == "hl7v2":
-        from transforms.hl7v2 import split_messages
+        from transforms.hl7v2 import split_file_messages
 
         with open(row["path"], "rb") as handle:
-            data = handle.read()
-        for position, message in enumerate(split_messages(data)):
-            yield position, "hl7v2", message
+            for position, message in enumerate(split_file_messages(handle)):
+                yield position, "hl7v2", message
     elif feed == "csv":
         from transforms.csv_feed import csv_file_records
 

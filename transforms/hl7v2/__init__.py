@@ -3,6 +3,7 @@
 The pipeline calls, per delivered file and per message:
 
 - `split_messages(data)`: file bytes -> message texts (framing, batches, separators, charsets);
+  `split_file_messages(handle)` the same for a file read in blocks;
 - `parse_message(text)`: text -> `Message` with segment/field/component access;
 - `message_to_resources(text, hospital=..., terminology=..., overrides=...)`: text -> FHIR dicts;
 - `message_type(text)`: ``ADT^A01`` for summaries;
@@ -12,10 +13,10 @@ Everything that cannot be parsed or mapped raises `transforms.errors.RecordError
 """
 
 from transforms.hl7v2.parse import Field, Message, Repetition, Segment, parse_message, unescape
-from transforms.hl7v2.split import split_messages
+from transforms.hl7v2.split import split_file_messages, split_messages
 from transforms.hl7v2.to_fhir import SUPPORTED_MESSAGE_CODES, check_overrides, message_to_resources, message_type
 
 __all__ = [
-    "split_messages", "parse_message", "message_to_resources", "message_type",
+    "split_messages", "split_file_messages", "parse_message", "message_to_resources", "message_type",
     "Message", "Segment", "Field", "Repetition", "unescape", "SUPPORTED_MESSAGE_CODES", "check_overrides",
 ]

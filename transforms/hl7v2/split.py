@@ -14,9 +14,15 @@ hospital delivered disappears without a trace.
 from __future__ import annotations
 
 import codecs
+import itertools
 import re
+from typing import Iterator
 
-__all__ = ["split_messages", "charset_codec"]
+__all__ = ["split_messages", "split_file_messages", "charset_codec", "BLOCK_BYTES"]
+
+#: bytes `split_file_messages` reads at a time: a split task holds about this much of a file (and the
+#: messages of one piece), whatever the file's size
+BLOCK_BYTES = 16 * 2**20
 
 _BATCH = (b"FHS", b"BHS", b"BTS", b"FTS")
 
@@ -169,3 +175,71 @@ def split_messages(data: bytes) -> list[str]:
             return [_decode(preamble)]
         return []
     return [_decode(m) for m in messages]
+
+
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_LINE_BREAKS = b"\r\n\x0b\x1c"
+
+
+def _message_start(buffer: bytes, at: int) -> bool:
+    """Whether an unindented line that `_is_msh` takes for a message header starts at `at`."""
+    return (buffer.startswith(b"MSH", at) and (at == 0 or buffer[at - 1] in _LINE_BREAKS)
+            and len(buffer) > at + 3 and not buffer[at + 3:at + 4].isalnum() and buffer[at + 3] not in b" \t\r\n\x0b\x1c")
+
+
+def _in_comment(buffer: bytes, at: int) -> bool:
+    """Whether `split_messages`' line loop is inside a /* comment where `at` starts a line: the last
+    line before it that opens one (blanks before the /* allowed) has no */ after its opener."""
+    opener = at
+    while (opener := buffer.rfind(b"/*", 0, opener)) >= 0:
+        start = opener
+        while start > 0 and buffer[start - 1] in b" \t\x0c":
+            start -= 1
+        if start == 0 or buffer[start - 1] in _LINE_BREAKS or (start == 3 and buffer.startswith(codecs.BOM_UTF8)):
+            return buffer.find(b"*/", opener + 2, at) == -1
+    return False
+
+
+def _headers_before(buffer: bytes, end: int) -> Iterator[int]:
+    """Where the message header lines of `buffer` before `end` start, last first (comments not looked at)."""
+    at = end
+    while (at := buffer.rfind(b"MSH", 0, at)) >= 0:
+        if _message_start(buffer, at):
+            yield at
+
+
+def _cut(buffer: bytes, first: bool) -> int:
+    """Where `buffer` may be cut so that `split_messages` of each side gives what it gives of the
+    whole: the start of its last message header line, outside a /* comment and, in a file's first
+    piece, with a message before it (text before a file's first message is dropped, so the first piece
+    must hold one). 0 when there is no such place yet."""
+    at = next(_headers_before(buffer, len(buffer)), -1)
+    if at <= 0 or _in_comment(buffer, at):
+        return 0
+    if first:
+        body = 3 if buffer.startswith(codecs.BOM_UTF8) else 0
+        if not any(not _in_comment(buffer, e) for e in itertools.islice(_headers_before(buffer, at), 100)) and not (
+                body and _message_start(buffer[body:body + 5], 0)):
+            return 0
+    return at
+
+
+def split_file_messages(handle, *, block_bytes: int = BLOCK_BYTES) -> Iterator[str]:
+    """`split_messages` of a whole file read from `handle` (binary), `block_bytes` at a time.
+
+    The file is cut at message header lines into pieces of about `block_bytes`, each split as it comes,
+    so memory follows the block size, not the file (a hospital's batch file may be gigabytes); the
+    messages are those `split_messages` gives for the whole file. A UTF-16 file is read whole: its
+    ASCII bytes are not found by a byte scan."""
+    buffer = handle.read(block_bytes)
+    if buffer.startswith(_UTF16_BOMS):
+        yield from split_messages(buffer + handle.read())
+        return
+    first = True
+    while block := handle.read(block_bytes):
+        buffer += block
+        cut = _cut(buffer, first)
+        if cut:
+            yield from split_messages(buffer[:cut])
+            buffer, first = buffer[cut:], False
+    yield from split_messages(buffer)

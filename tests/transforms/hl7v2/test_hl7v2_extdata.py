@@ -174,3 +174,22 @@ def test_agreement_with_microsoft_expected_bundles(extdata_dir):
           f"observation agreement {observations_ok}/{observations} = {observation_rate:.3f}")
     assert patient_rate >= PATIENT_AGREEMENT, disagreements
     assert observation_rate >= OBSERVATION_AGREEMENT, disagreements
+
+
+def test_files_read_in_blocks_split_as_when_read_whole(extdata_dir):
+    """Every public HL7 v2 file (test corpora with comments, batches, odd framing and bad inputs), read in
+    small blocks as ingest reads big deliveries, gives the messages of the file read whole."""
+    import io
+
+    from transforms.hl7v2 import split_file_messages
+
+    files = [p for p in sorted((extdata_dir / "hl7v2").rglob("*")) if p.is_file()]
+    assert len(files) > 100
+    several = 0
+    for path in files:
+        data = path.read_bytes()
+        whole = split_messages(data)
+        several += len(whole) > 1
+        for block in (97, 4096):
+            assert list(split_file_messages(io.BytesIO(data), block_bytes=block)) == whole, (path.name, block)
+    assert several >= 3  # the corpus has few multi-message files; the random files of test_hl7v2_split have many

@@ -131,3 +131,59 @@ def test_the_whole_buffer_split_gives_what_the_line_loop_gives(monkeypatch):
 def test_an_msh18_with_a_nul_byte_is_an_unknown_charset_not_an_error():
     message = "MSH|^~\\&|S|F|R|RF|20240101||ADT^A01|1|P|2.5.1||||||utf\x008\rPID|1||M1^^^H^MR||Doe^Jane"
     assert split_messages(message.encode()) == [message]
+
+
+def _random_files(seed: int, count: int, most_lines: int) -> list[bytes]:
+    import random
+
+    rng = random.Random(seed)
+    files = []
+    for n in range(count):
+        lines = [rng.choice(_LINE_KINDS).replace(b"{n}", str(n).encode()) for _ in range(rng.randint(0, most_lines))]
+        data = rng.choice([b"\n", b"\r", b"\r\n", b"\x1c\r\x0b"]).join(lines) + rng.choice([b"", b"\n", b"\r\n\r\n", b"\x1c\r"])
+        files.append(rng.choice([b"", b"", b"\xef\xbb\xbf", b"\x0b"]) + data)
+    return files
+
+
+def test_a_file_read_in_blocks_gives_the_messages_of_the_whole_file():
+    """split_file_messages cuts a file at message headers into pieces of about a block: on random files of
+    plain and awkward lines (comments around headers, junk before the first message, batch segments,
+    indented and false headers, MLLP frames, a BOM), every block size gives split_messages' messages."""
+    import io
+
+    from transforms.hl7v2 import split_file_messages
+
+    files = _random_files(11, 600, 40) + [
+        f"{A}\r{B}\r".encode(), b"\xef\xbb\xbf" + A.encode() + b"\r" + B.encode(),
+        b"junk before\r\n" + A.encode() + b"\r\n" + B.encode(), f"/*\r{A}\r*/\r{B}".encode(),
+        (A + "\r" + B).encode("utf-16"), b"not a message", b"",
+    ]
+    cut = 0
+    for data in files:
+        whole = split_messages(data)
+        for block in (1, 7, 64, 500):
+            assert list(split_file_messages(io.BytesIO(data), block_bytes=block)) == whole, (data, block)
+        cut += len(whole) > 1
+    assert cut > 150  # many files had something to cut
+
+
+def test_a_file_is_read_a_block_at_a_time():
+    """The first messages come out after a few blocks of a big file are read, not after all of it."""
+    import io
+
+    from transforms.hl7v2 import split_file_messages
+
+    data = b"\r".join(f"{A}|{n}".encode() for n in range(2000))
+
+    class Recorded(io.BytesIO):
+        def read(self, size=-1):
+            chunk = super().read(size)
+            reads.append(len(chunk))
+            return chunk
+
+    reads: list[int] = []
+    messages = split_file_messages(Recorded(data), block_bytes=4096)
+    first = next(messages)
+    assert first == f"{A}|0" and sum(reads) <= 3 * 4096 < len(data)
+    assert [first, *messages] == split_messages(data)
+    assert max(reads) <= 4096
