@@ -142,7 +142,6 @@ def convert_hl7v2_files(
 ) -> ConvertSummary:
     """Convert HL7 v2 files (or folders of them) to Bundles in `out`; see the module docstring."""
     from transforms.errors import RecordError
-    from transforms.hl7v2 import split_messages
     from transforms.terminology import Terminology
 
     terminology = terminology if terminology is not None else Terminology()
@@ -159,31 +158,53 @@ def convert_hl7v2_files(
         for path, rel in _collect(tuple(paths)):
             summary.files += 1
             rel = _unique(rel, claimed)
+            n, error = 0, None
+            messages = _messages_of(path)
             try:
-                messages = split_messages(path.read_bytes())
-            except OSError as exc:
-                reject(path, 0, "PARSE", f"file could not be read ({type(exc).__name__})")
-                continue
-            if not messages:
-                reject(path, 0, "PARSE", "file holds no HL7 v2 message")
-                continue
-            for n, text in enumerate(messages, start=1):
+                text = next(messages, None)
+            except _Unreadable as exc:
+                text, error = None, exc
+            while text is not None:
+                try:
+                    following = next(messages, None)  # one ahead: a file of one message names its Bundle <stem>
+                except _Unreadable as exc:  # the message in hand is converted all the same
+                    following, error = None, exc
+                n += 1
+                name = rel.name if n == 1 and following is None and error is None else f"{rel.name}-{n}"
                 summary.messages += 1
                 try:
                     _, bundle = _convert_message(text, hospital=hospital, terminology=terminology, overrides=overrides)
                 except RecordError as exc:
                     reject(path, n, exc.code, exc.reason)
-                    continue
                 except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
                     reject(path, n, "MAPPING_BUG", f"{type(exc).__name__} while mapping")
-                    continue
-                name = rel.name if len(messages) == 1 else f"{rel.name}-{n}"
-                target = out / rel.parent / f"{name}.json"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(json.dumps(bundle, ensure_ascii=False, indent=1), encoding="utf-8")
-                summary.converted += 1
-                summary.written.append(target)
+                else:
+                    target = out / rel.parent / f"{name}.json"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(json.dumps(bundle, ensure_ascii=False, indent=1), encoding="utf-8")
+                    summary.converted += 1
+                    summary.written.append(target)
+                text = following
+            if error is not None:  # the line names the first message not read (0: none was)
+                reject(path, n + 1 if n else 0, "PARSE", f"file could not be read{f' after message {n}' if n else ''} ({error})")
+            elif n == 0:
+                reject(path, 0, "PARSE", "file holds no HL7 v2 message")
     return summary
+
+
+class _Unreadable(Exception):
+    """Reading a file failed (the OSError's class name is the message: a path may name a person)."""
+
+
+def _messages_of(path: Path):
+    """The message texts of an HL7 v2 file, read in blocks (a batch file may be gigabytes)."""
+    from transforms.hl7v2 import split_file_messages
+
+    try:
+        with open(path, "rb") as handle:
+            yield from split_file_messages(handle)
+    except OSError as exc:  # the consumer's own errors never come in here: only reading's
+        raise _Unreadable(type(exc).__name__) from exc
 
 
 def _terminology(conf: Path | None):

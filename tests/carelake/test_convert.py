@@ -146,3 +146,27 @@ def test_microsoft_sample_folder(tmp_path):
     for path in written:
         check_bundle(path)
     assert {p.stem for p in written} <= {p.stem for p in files} | {f"{p.stem}-{n}" for p in files for n in range(1, 20)}
+
+
+def test_a_file_that_fails_part_way_keeps_what_was_read(tmp_path, monkeypatch):
+    """Files are read in blocks: a read error after the first message leaves its Bundle, quarantines the
+    rest of the file with the error's kind (not its text: a path may name a person) and goes on."""
+    import transforms.hl7v2
+
+    real = transforms.hl7v2.split_file_messages
+
+    def failing(handle, **kwargs):
+        for n, text in enumerate(real(handle, **kwargs)):
+            if n == 1 and handle.name.endswith("broken.hl7"):
+                raise PermissionError("/mnt/wang-li/broken.hl7: permission denied")
+            yield text
+
+    monkeypatch.setattr(transforms.hl7v2, "split_file_messages", failing)
+    (tmp_path / "broken.hl7").write_text("\r".join([adt(1), adt(2), adt(3)]), encoding="utf-8")
+    (tmp_path / "fine.hl7").write_text(adt(4), encoding="utf-8")
+    out = tmp_path / "out"
+    result = run(str(tmp_path / "broken.hl7"), str(tmp_path / "fine.hl7"), "--out", str(out))
+    assert "files: 2, messages: 2, converted: 2, quarantined: 1" in result.output
+    assert sorted(p.name for p in out.glob("*.json")) == ["broken-1.json", "fine.json"]
+    assert [(Path(x["file"]).name, x["message"], x["code"], x["reason"]) for x in quarantine_lines(out)] == [
+        ("broken.hl7", 2, "PARSE", "file could not be read after message 1 (PermissionError)")]
