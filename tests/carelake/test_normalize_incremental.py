@@ -45,6 +45,13 @@ def test_type_counts_give_rows_per_type_and_the_types_whose_ids_repeat(spark):
     assert repeats == {"Patient"}
 
 
+def test_type_counts_of_a_run_whose_records_were_all_quarantined(spark, tmp_path):
+    """Read back from Delta, as normalize reads its staged rows: the engine's planner once failed here."""
+    path = str(tmp_path / "normalized")
+    spark.createDataFrame([(None, None), (None, None)], "resource_type string, id string").write.format("delta").save(path)
+    assert normalize.type_counts(spark.read.format("delta").load(path)) == ({None: 2}, set())
+
+
 def _patient(updated: str) -> str:
     return json.dumps({"resourceType": "Patient", "id": "p1", "meta": {"lastUpdated": updated}})
 
