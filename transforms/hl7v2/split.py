@@ -217,9 +217,9 @@ def _cut(buffer: bytes, first: bool) -> int:
     if at <= 0 or _in_comment(buffer, at):
         return 0
     if first:
-        body = 3 if buffer.startswith(codecs.BOM_UTF8) else 0
-        if not any(not _in_comment(buffer, e) for e in itertools.islice(_headers_before(buffer, at), 100)) and not (
-                body and _message_start(buffer[body:body + 5], 0)):
+        after_bom = buffer.startswith(codecs.BOM_UTF8) and _message_start(buffer[3:8], 0)
+        earlier = itertools.islice(_headers_before(buffer, at), 100)  # more than that in comments: no cut
+        if not after_bom and all(_in_comment(buffer, e) for e in earlier):
             return 0
     return at
 
