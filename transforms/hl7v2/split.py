@@ -181,10 +181,15 @@ _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _LINE_BREAKS = b"\r\n\x0b\x1c"
 
 
+def _line_start(buffer: bytes, at: int) -> bool:
+    """Whether a line of `buffer` starts at `at` (a file's BOM is no part of its first line)."""
+    return at == 0 or buffer[at - 1] in _LINE_BREAKS or (at == 3 and buffer.startswith(codecs.BOM_UTF8))
+
+
 def _message_start(buffer: bytes, at: int) -> bool:
     """Whether an unindented line that `_is_msh` takes for a message header starts at `at`."""
-    return (buffer.startswith(b"MSH", at) and (at == 0 or buffer[at - 1] in _LINE_BREAKS)
-            and len(buffer) > at + 3 and not buffer[at + 3:at + 4].isalnum() and buffer[at + 3] not in b" \t\r\n\x0b\x1c")
+    # "MSH" then a line break is a line of its own, which `_is_msh` refuses as too short
+    return _line_start(buffer, at) and buffer[at + 3:at + 4] not in _LINE_BREAKS and _is_msh(buffer[at:at + 4])
 
 
 def _in_comment(buffer: bytes, at: int) -> bool:
@@ -195,7 +200,7 @@ def _in_comment(buffer: bytes, at: int) -> bool:
         start = opener
         while start > 0 and buffer[start - 1] in b" \t\x0c":
             start -= 1
-        if start == 0 or buffer[start - 1] in _LINE_BREAKS or (start == 3 and buffer.startswith(codecs.BOM_UTF8)):
+        if _line_start(buffer, start):
             return buffer.find(b"*/", opener + 2, at) == -1
     return False
 
@@ -217,9 +222,8 @@ def _cut(buffer: bytes, first: bool) -> int:
     if at <= 0 or _in_comment(buffer, at):
         return 0
     if first:
-        after_bom = buffer.startswith(codecs.BOM_UTF8) and _message_start(buffer[3:8], 0)
         earlier = itertools.islice(_headers_before(buffer, at), 100)  # more than that in comments: no cut
-        if not after_bom and all(_in_comment(buffer, e) for e in earlier):
+        if all(_in_comment(buffer, e) for e in earlier):
             return 0
     return at
 
