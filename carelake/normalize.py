@@ -219,9 +219,12 @@ def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, re
         return latest  # no id delivered again: nothing to compare (the usual case but for Patients)
     keys = bronze.select(F.col("record_id").alias("_c_record"), F.col("received_at").alias("_c_received"),
                          F.col("source").alias("_c_source"), F.col("position").alias("_c_position"))
-    current = current.select("id", F.col("record_id").alias("_c_record"), F.col("resource").alias("_c_resource"))
+    # Only the current row's lastUpdated goes into the join, not its resource: with whole resources the
+    # join's build side (607,761 Observations re-mapped after a mapping change) outgrew the 1.5 GiB pool.
+    current = current.select("id", F.col("record_id").alias("_c_record"),
+                             F.get_json_object("resource", "$.meta.lastUpdated").alias("_c_updated"))
     joined = latest.join(current, "id", "left").join(keys, "_c_record", "left")
-    c_updated = F.get_json_object("_c_resource", "$.meta.lastUpdated")
+    c_updated = F.col("_c_updated")
     # the order of `_latest_per_id`: received_at, meta.lastUpdated (nulls last), source, position, record_id
     not_older = F.when(F.col("_c_received").isNull(), True).when(F.col("received_at") != F.col("_c_received"),
                                                                  F.col("received_at") > F.col("_c_received")).otherwise(
@@ -229,7 +232,7 @@ def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, re
         .when(F.col("source") != F.col("_c_source"), F.col("source") > F.col("_c_source"))
         .when(F.col("position") != F.col("_c_position"), F.col("position") > F.col("_c_position"))
         .otherwise(F.col("record_id") >= F.col("_c_record")))
-    return joined.filter(not_older).drop("_c_record", "_c_received", "_c_source", "_c_position", "_c_resource")
+    return joined.filter(not_older).drop("_c_record", "_c_received", "_c_source", "_c_position", "_c_updated")
 
 
 def _link(ctx: RunContext, new_patients, incremental: bool) -> None:

@@ -22,6 +22,19 @@ def extdata(*parts: str) -> Path:
     return path
 
 
+def run_in_small_pool(script: str, *args: str, pool_mb: int, cwd) -> "subprocess.CompletedProcess":
+    """Run Python `script` (source text) with `args` in a child process whose embedded engine has a
+    memory pool of `pool_mb` MiB: a fresh server, not this process's session or pool."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CARELAKE_ENGINE_MEMORY_MB": str(pool_mb), "PYTHONPATH": str(ROOT)}
+    for name in list(env):
+        if name.startswith("SAIL_RUNTIME__") or name in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE"):
+            del env[name]
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="session")
 def spark():
     """The process-wide session from carelake.engine (embedded Sail), as the pipeline uses it."""

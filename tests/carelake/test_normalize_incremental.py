@@ -12,6 +12,7 @@ import pytest
 from carelake import normalize
 from carelake.config import load_config
 from carelake.lake import Lake
+from tests.conftest import run_in_small_pool
 
 TABLES = ("silver.patient", "silver.observation", "silver.encounter", "phi.record_status", "phi.quarantine", "phi.person_xref")
 
@@ -108,3 +109,43 @@ def test_conservation_counts_the_same_by_join_and_by_aggregation(tmp_path, spark
         assert normalize.conservation(ctx) == expected
         feeds = run_report.collect(lake, spark, "r1", status="succeeded", error=None)["feeds"]
         assert {(f["hospital"], f["feed"]): (f["rows_in"], f["normalized"], f["quarantined"]) for f in feeds} == in_report
+
+
+_REDELIVERED = """
+import sys
+from types import SimpleNamespace
+from pyspark.sql import functions as F
+from carelake import normalize
+from carelake.config import load_config
+from carelake.engine import get_spark
+from carelake.lake import Lake
+
+spark = get_spark()
+lake = Lake.from_config(load_config(None), sys.argv[1])
+ids = spark.range(int(sys.argv[2])).select(F.concat(F.lit("o"), F.col("id").cast("string")).alias("id"))
+record = F.concat(F.lit("r"), "id")
+resource = F.concat(F.lit('{"resourceType":"Observation","id":"'), "id",
+                    F.lit('","meta":{"lastUpdated":"2024-01-01T00:00:00Z"},"note":[{"text":"'), F.repeat(F.lit("x"), 4000), F.lit('"}]}'))
+lake.overwrite(ids.select("id", F.lit("h").alias("hospital"), F.lit("csv").alias("feed"), record.alias("record_id"),
+                          F.lit("p").alias("patient_id"), F.lit(None).cast("string").alias("person_key"), resource.alias("resource")),
+               "silver.observation")
+lake.overwrite(ids.select(record.alias("record_id"), F.lit("2024-01-01T00:00:00Z").alias("received_at"),
+                          F.lit("a.csv").alias("source"), F.lit(1).cast("long").alias("position")), "bronze.records")
+again = ids.select(F.concat(F.lit("s"), "id").alias("record_id"), F.lit("2024-02-01T00:00:00Z").alias("received_at"),
+                   F.lit("b.csv").alias("source"), F.lit(1).cast("long").alias("position"), "id", F.lit("h").alias("hospital"),
+                   F.lit("csv").alias("feed"), F.lit("p").alias("patient_id"), F.lit("{}").alias("resource"),
+                   F.lit(None).cast("string").alias("updated"))
+bronze = lake.read(spark, "bronze.records").unionByName(again.select("record_id", "received_at", "source", "position"))
+ctx = SimpleNamespace(lake=lake, spark=spark)
+print(normalize._winners(ctx, again, "observation", bronze, True, repeats=False).count())
+"""
+
+
+def test_ids_delivered_again_are_compared_within_a_small_engine_pool(tmp_path):
+    """40,000 Observations of 4 kB each in silver, all delivered again (as after a mapping change, which
+    re-maps every record), with a 64 MiB pool. The comparison with silver's rows once joined their whole
+    resources, whose hash table cannot spill: a 4,000-patient lake failed to re-map with the default
+    1.5 GiB pool, and this test failed with 64 MiB."""
+    done = run_in_small_pool(_REDELIVERED, str(tmp_path / "lake"), "40000", pool_mb=64, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+    assert int(done.stdout.strip().splitlines()[-1]) == 40000  # every later delivery wins

@@ -22,6 +22,7 @@ import json
 
 import pytest
 
+from tests.conftest import ROOT, run_in_small_pool
 from transforms.linkage import linkage_metrics, normalize_name
 
 RULES = [
@@ -161,17 +162,6 @@ def test_blocking_fits_a_small_engine_pool(tmp_path):
     aggregates together outgrew the default 1.5 GiB pool at 13.5 k Patients (a 10,000-patient bench run
     failed in normalize), and this test's 5,000 failed even with 256 MiB.
     """
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "CARELAKE_ENGINE_MEMORY_MB": "128", "PYTHONPATH": str(root)}
-    for name in list(env):  # a fresh embedded server in the child: not this process's session or pool
-        if name.startswith("SAIL_RUNTIME__") or name in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE"):
-            del env[name]
-    done = subprocess.run([sys.executable, "-c", _SMALL_POOL_RUN, str(root / "conf" / "linkage.yaml")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = run_in_small_pool(_SMALL_POOL_RUN, str(ROOT / "conf" / "linkage.yaml"), pool_mb=128, cwd=tmp_path)
     assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
     assert int(done.stdout.strip().splitlines()[-1]) > 1000  # edges: the synthetic blocks do link
