@@ -68,6 +68,39 @@ def test_a_large_merge_source_is_merged_in_pieces_with_the_same_result(spark, tm
     assert ("k2", "new", None) in tables[4] and ("k38", "old", None) in tables[4]  # updated; untouched
 
 
+def test_a_merge_source_near_the_table_size_is_written_as_the_new_version_with_the_merges_result(spark, tmp_path):
+    """A re-map sends every row again: several pieces and at least a quarter of the table, so the rows
+    are written with the table's other rows in one commit instead of merged piece by piece. Same rows
+    as one MERGE, with `update` and without, on a partitioned table."""
+    from carelake.lake import Limits
+
+    target = [(f"k{i}", "old", f"h{i % 2}") for i in range(0, 40, 2)]  # even keys exist
+    source = [(f"k{i}", "new" if i % 4 else "old", f"h{i % 2}") for i in range(30)]
+    schema = "id string, v string, hospital string"
+    for update in (True, False):
+        tables = {}
+        for batch in (1000, 4):  # one MERGE; then 8 pieces of a 30-row source into 20 rows: a rewrite
+            lake = Lake(tmp_path / f"{update}-{batch}", dict(ZONES), limits=Limits(merge_batch_rows=batch))
+            lake.overwrite(spark.createDataFrame(target, schema), "silver.t", partition_by=["hospital"])
+            lake.merge(spark, spark.createDataFrame(source, schema), "silver.t", keys=["id"], partition_by=["hospital"], update=update)
+            tables[batch] = sorted(tuple(r) for r in lake.read(spark, "silver.t").collect())
+            assert DeltaTable(str(lake.path("silver.t"))).version() == 1  # one commit either way
+        assert tables[4] == tables[1000], update
+        assert len(tables[4]) == 35 and ("k39", "old", "h1") not in tables[4]  # 20 kept or replaced, 15 inserted
+        assert (("k2", "new", "h0") in tables[4]) is update and ("k38", "old", "h0") in tables[4]
+
+
+def test_a_small_merge_source_into_a_large_table_is_still_merged_in_pieces(spark, tmp_path):
+    from carelake.lake import Limits
+
+    lake = Lake(tmp_path, dict(ZONES), limits=Limits(merge_batch_rows=4))
+    lake.overwrite(spark.createDataFrame([(f"k{i}", "old") for i in range(100)], "id string, v string"), "silver.t")
+    lake.merge(spark, spark.createDataFrame([(f"k{i}", "new") for i in range(0, 200, 10)], "id string, v string"), "silver.t", keys=["id"])
+    assert DeltaTable(str(lake.path("silver.t"))).version() >= 3  # 20 rows into 100: pieces, a commit each
+    rows = dict(tuple(r) for r in lake.read(spark, "silver.t").collect())
+    assert len(rows) == 110 and rows["k10"] == "new" and rows["k150"] == "new" and rows["k11"] == "old"
+
+
 def test_written_files_stay_near_the_target_size(spark, tmp_path):
     """The engine buffers a whole data file while writing it: `target_file_bytes` bounds that buffer."""
     from pyspark.sql import functions as F
