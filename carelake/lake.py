@@ -257,14 +257,15 @@ class Lake:
         source = self._stage(df) if stage else None
         try:
             staged = self.read(spark, source) if source else df
-            pieces = -(-staged.count() // self.limits.merge_batch_rows)
+            rows_in = staged.count()
+            pieces = -(-rows_in // self.limits.merge_batch_rows)
             if pieces > 1 and source is None:  # computed once, read by every piece
                 source = self._stage(df)
                 staged = self.read(spark, source)
             if pieces <= 1:
                 self._merge_statement(spark, staged, table, keys=keys, delete_when=delete_when, insert_when=insert_when, update=update)
                 return
-            if not delete_when and not insert_when and self._rewrites(spark, staged, table):
+            if not delete_when and not insert_when and self._rewrites(spark, rows_in, table):
                 self._rewrite(spark, staged, table, keys=keys, partition_by=partition_by, update=update)
                 return
             from pyspark.sql import functions as F
@@ -279,10 +280,10 @@ class Lake:
             if source:
                 shutil.rmtree(self.path(source), ignore_errors=True)
 
-    def _rewrites(self, spark, source, table: str) -> bool:
-        """Whether `merge` writes `source` with the rest of `table` instead of merging it in pieces: when
-        the source holds at least a quarter as many rows as the table."""
-        return source.count() * 4 >= self.read(spark, table).count()
+    def _rewrites(self, spark, rows_in: int, table: str) -> bool:
+        """Whether `merge` writes a source of `rows_in` rows with the rest of `table` instead of merging it
+        in pieces: when the source holds at least a quarter as many rows as the table."""
+        return rows_in * 4 >= self.read(spark, table).count()
 
     def _rewrite(self, spark, source, table: str, *, keys: list[str], partition_by: list[str] | None, update: bool) -> None:
         """`table` with each key's row from `source` where it has one (from the table with `update=False`
