@@ -254,6 +254,8 @@ class Lake:
 
         if not self.exists(table) and self._commit(table, create):
             return
+        if insert_when:
+            df = self._relevant(spark, df, table, keys=keys, insert_when=insert_when)
         source = self._stage(df) if stage else None
         try:
             staged = self.read(spark, source) if source else df
@@ -279,6 +281,23 @@ class Lake:
         finally:
             if source:
                 shutil.rmtree(self.path(source), ignore_errors=True)
+
+    def _relevant(self, spark, df, table: str, *, keys: list[str], insert_when: str):
+        """The rows of a MERGE source that can change `table`: those `insert_when` admits, and those whose
+        key the table holds (a source row that is neither matches nothing and is not inserted).
+
+        Only for a table small enough to hold its keys in a join (`merge_batch_rows`): then a source of
+        every record (normalize's outcomes into phi.quarantine, 20 M rows at 100,000 patients) shrinks
+        to the quarantined records, one MERGE instead of a hundred pieces that each scan the source."""
+        from pyspark.sql import functions as F
+
+        current = self.read(spark, table)
+        if current.count() > self.limits.merge_batch_rows:
+            return df
+        admitted = F.expr(f"coalesce(({insert_when}), false)")
+        rows = df.alias("s")
+        return rows.filter(admitted).select(*df.columns).unionByName(
+            rows.filter(~admitted).join(current.select(*keys), keys, "left_semi").select(*df.columns))
 
     def _rewrites(self, spark, rows_in: int, table: str) -> bool:
         """Whether `merge` writes a source of `rows_in` rows with the rest of `table` instead of merging it

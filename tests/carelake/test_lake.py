@@ -68,6 +68,29 @@ def test_a_large_merge_source_is_merged_in_pieces_with_the_same_result(spark, tm
     assert ("k2", "new", None) in tables[4] and ("k38", "old", None) in tables[4]  # updated; untouched
 
 
+def test_a_merge_with_an_insert_condition_into_a_small_table_reads_only_the_rows_that_can_change_it(spark, tmp_path, monkeypatch):
+    """normalize merges every record's outcome into phi.quarantine: rows that are not quarantined and
+    not in quarantine can change nothing, and are left out before the source is cut into pieces. One
+    MERGE (one commit) with pieces of 4 rows, and the table a MERGE of the whole source gives."""
+    from carelake.lake import Limits
+
+    target = [("r1", "bad"), ("r2", "bad")]
+    source = [(f"r{i}", "bad" if i in (2, 7) else None) for i in range(1, 40)]  # r1 recovered, r7 new: 3 rows matter
+    schema = "record_id string, code string"
+    tables = {}
+    for reduce in (True, False):
+        if not reduce:
+            monkeypatch.setattr(Lake, "_relevant", lambda self, spark, df, table, **kw: df)
+        lake = Lake(tmp_path / str(reduce), dict(ZONES), limits=Limits(merge_batch_rows=4))
+        lake.overwrite(spark.createDataFrame(target, schema), "phi.q")
+        lake.merge(spark, spark.createDataFrame(source, schema), "phi.q", keys=["record_id"],
+                   delete_when="s.code IS NULL", insert_when="s.code IS NOT NULL")
+        tables[reduce] = sorted(tuple(r) for r in lake.read(spark, "phi.q").collect())
+        commits = DeltaTable(str(lake.path("phi.q"))).version()
+        assert commits == 1 if reduce else commits > 1, (reduce, commits)
+    assert tables[True] == tables[False] == [("r2", "bad"), ("r7", "bad")]
+
+
 def test_a_merge_source_near_the_table_size_is_written_as_the_new_version_with_the_merges_result(spark, tmp_path):
     """A re-map sends every row again: several pieces and at least a quarter of the table, so the rows
     are written with the table's other rows in one commit instead of merged piece by piece. Same rows
