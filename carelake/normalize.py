@@ -215,6 +215,8 @@ def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, re
     if not incremental or not lake.exists(f"silver.{table}"):
         return latest
     current = lake.read(spark, f"silver.{table}")
+    if current.count() > JOIN_MAX_RECORDS:
+        return _not_older_by_window(latest, current, bronze)
     if current.select("id").join(latest.select("id"), "id", "left_semi").limit(1).count() == 0:
         return latest  # no id delivered again: nothing to compare (the usual case but for Patients)
     keys = bronze.select(F.col("record_id").alias("_c_record"), F.col("received_at").alias("_c_received"),
@@ -233,6 +235,27 @@ def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, re
         .when(F.col("position") != F.col("_c_position"), F.col("position") > F.col("_c_position"))
         .otherwise(F.col("record_id") >= F.col("_c_record")))
     return joined.filter(not_older).drop("_c_record", "_c_received", "_c_source", "_c_position", "_c_updated")
+
+
+def _not_older_by_window(latest, current, bronze):
+    """`_winners`' comparison for a silver table too large for the joins' build side (more than
+    `JOIN_MAX_RECORDS` rows; a re-map of 100,000 patients failed there: 587 MB for one join's input
+    with a 1.5 GiB pool). Silver rows get their delivery columns from bronze by an aggregation over
+    record ids, then this run's rows and silver's are ordered per id as `_latest_per_id` orders them,
+    this run's row first on a tie; sort and aggregation spill, a join's build side does not."""
+    nothing = {"id": "string", "updated": "string", "received_at": "string", "source": "string", "position": "long"}
+
+    def padded(df, have):
+        return df.select("record_id", *[F.col(c) if c in have else F.lit(None).cast(t).alias(c) for c, t in nothing.items()])
+
+    delivered = padded(bronze, ("received_at", "source", "position")).unionByName(padded(
+        current.select("id", "record_id", F.get_json_object("resource", "$.meta.lastUpdated").alias("updated")), ("id", "updated")))
+    silver_rows = delivered.groupBy("record_id").agg(*[F.max(c).alias(c) for c in nothing]).filter("id IS NOT NULL")
+    theirs = silver_rows.select(*[F.col(c) if c in silver_rows.columns else F.lit(None).cast(t).alias(c) for c, t in latest.dtypes])
+    both = latest.withColumn("_carelake_new", F.lit(1)).unionByName(theirs.withColumn("_carelake_new", F.lit(0)))
+    order = Window.partitionBy("id").orderBy(F.desc("received_at"), F.desc_nulls_last("updated"), F.desc("source"),
+                                             F.desc("position"), F.desc("record_id"), F.desc("_carelake_new"))
+    return both.withColumn("_n", F.row_number().over(order)).filter("_n = 1 AND _carelake_new = 1").drop("_n", "_carelake_new")
 
 
 def _link(ctx: RunContext, new_patients, incremental: bool) -> None:
@@ -282,7 +305,8 @@ def _relink(ctx: RunContext) -> int:
 #: bronze records above which `conservation` matches outcomes to bronze records by an aggregation
 #: instead of a hash join: the join's build side holds every record id and cannot spill (10.19 M ids
 #: asked the engine's 1.5 GiB pool for 632 MB, and failed; a left-semi form hung), while the aggregation
-#: spills. Below it the join is the cheaper of the two (813 k records: 0.2 s against 0.7 s).
+#: spills. Below it the join is the cheaper of the two (813 k records: 0.2 s against 0.7 s). Also the
+#: silver rows above which `_winners` compares by a window instead of joins, for the same reason.
 JOIN_MAX_RECORDS = 2_000_000
 
 

@@ -57,7 +57,10 @@ def _patient(updated: str) -> str:
     return json.dumps({"resourceType": "Patient", "id": "p1", "meta": {"lastUpdated": updated}})
 
 
-def test_an_older_delivery_mapped_later_does_not_replace_a_newer_one(tmp_path, spark):
+@pytest.mark.parametrize("join_max", [normalize.JOIN_MAX_RECORDS, 0], ids=["joins", "window"])
+def test_an_older_delivery_mapped_later_does_not_replace_a_newer_one(tmp_path, spark, monkeypatch, join_max):
+    """The same winners whether silver is compared by joins or, when too large for them, by a window."""
+    monkeypatch.setattr(normalize, "JOIN_MAX_RECORDS", join_max)
     config = load_config(None)
     lake = Lake.from_config(config, tmp_path)
     columns = "record_id string, received_at string, source string, position long"
@@ -137,15 +140,18 @@ again = ids.select(F.concat(F.lit("s"), "id").alias("record_id"), F.lit("2024-02
                    F.lit(None).cast("string").alias("updated"))
 bronze = lake.read(spark, "bronze.records").unionByName(again.select("record_id", "received_at", "source", "position"))
 ctx = SimpleNamespace(lake=lake, spark=spark)
+normalize.JOIN_MAX_RECORDS = int(sys.argv[3])
 print(normalize._winners(ctx, again, "observation", bronze, True, repeats=False).count())
 """
 
 
-def test_ids_delivered_again_are_compared_within_a_small_engine_pool(tmp_path):
+@pytest.mark.parametrize("join_max", [normalize.JOIN_MAX_RECORDS, 0], ids=["joins", "window"])
+def test_ids_delivered_again_are_compared_within_a_small_engine_pool(tmp_path, join_max):
     """40,000 Observations of 4 kB each in silver, all delivered again (as after a mapping change, which
     re-maps every record), with a 64 MiB pool. The comparison with silver's rows once joined their whole
     resources, whose hash table cannot spill: a 4,000-patient lake failed to re-map with the default
-    1.5 GiB pool, and this test failed with 64 MiB."""
-    done = run_in_small_pool(_REDELIVERED, str(tmp_path / "lake"), "40000", pool_mb=64, cwd=tmp_path)
+    1.5 GiB pool, and this test failed with 64 MiB. Past `JOIN_MAX_RECORDS` silver rows even the narrow
+    joins outgrow the pool (100,000 patients), and the window that replaces them must fit too."""
+    done = run_in_small_pool(_REDELIVERED, str(tmp_path / "lake"), "40000", str(join_max), pool_mb=64, cwd=tmp_path)
     assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
     assert int(done.stdout.strip().splitlines()[-1]) == 40000  # every later delivery wins
