@@ -138,8 +138,11 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
                        delete_when="s.error_code IS NULL", insert_when="s.error_code IS NOT NULL")
 
         normalized = staged.filter("outcome = 'normalized'")
+        # the comparison with silver joins bronze's delivery columns: past JOIN_MAX_RECORDS records it
+        # orders by a window instead (`_not_older_by_window`)
+        large = incremental and bronze.count() > JOIN_MAX_RECORDS
         winners = {t: _winners(ctx, normalized.filter(F.col("resource_type") == t), RESOURCE_TABLES[t], bronze, incremental,
-                               repeats=t in repeats)
+                               repeats=t in repeats, large=large)
                    for t in types}
     else:
         winners = {}
@@ -206,16 +209,17 @@ def type_counts(staged) -> tuple[dict, set]:
     return per_type, repeats
 
 
-def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, repeats: bool = True):
+def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, repeats: bool = True, large: bool = False):
     """The latest delivery of each resource id among `rows`, kept only where it is not older than the
     delivery already in silver (an incremental run may see a backfill of old files after newer ones).
-    `repeats=False` says that no id occurs twice among `rows`: each row is its id's latest."""
+    `repeats=False` says that no id occurs twice among `rows`: each row is its id's latest. `large`:
+    bronze holds more than `JOIN_MAX_RECORDS` records, too many for the joins' build side."""
     latest = _latest_per_id(rows) if repeats else rows
     lake, spark = ctx.lake, ctx.spark
     if not incremental or not lake.exists(f"silver.{table}"):
         return latest
     current = lake.read(spark, f"silver.{table}")
-    if current.count() > JOIN_MAX_RECORDS:
+    if large or current.count() > JOIN_MAX_RECORDS:
         return _not_older_by_window(latest, current, bronze)
     if current.select("id").join(latest.select("id"), "id", "left_semi").limit(1).count() == 0:
         return latest  # no id delivered again: nothing to compare (the usual case but for Patients)
@@ -238,9 +242,9 @@ def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, re
 
 
 def _not_older_by_window(latest, current, bronze):
-    """`_winners`' comparison for a silver table too large for the joins' build side (more than
+    """`_winners`' comparison where silver or bronze is too large for the joins' build side (more than
     `JOIN_MAX_RECORDS` rows; a re-map of 100,000 patients failed there: 587 MB for one join's input
-    with a 1.5 GiB pool). Silver rows get their delivery columns from bronze by an aggregation over
+    with a 1.5 GiB pool, and 654 MB joining 1.1 M DiagnosticReports with bronze's 20 M records). Silver rows get their delivery columns from bronze by an aggregation over
     record ids, then this run's rows and silver's are ordered per id as `_latest_per_id` orders them,
     this run's row first on a tie; sort and aggregation spill, a join's build side does not."""
     nothing = {"id": "string", "updated": "string", "received_at": "string", "source": "string", "position": "long"}
