@@ -50,9 +50,13 @@ def _latest_per_id(rows):
     """One row per resource id: the latest delivery wins; between files delivered at the same time the
     resource's own meta.lastUpdated (the `updated` column the mapping fills in) decides, then file and
     position."""
-    latest = Window.partitionBy("id").orderBy(F.desc("received_at"), F.desc_nulls_last("updated"), F.desc("source"),
-                                              F.desc("position"), F.desc("record_id"))
+    latest = Window.partitionBy("id").orderBy(*_latest_first())
     return rows.withColumn("_n", F.row_number().over(latest)).filter("_n = 1").drop("_n")
+
+
+def _latest_first() -> tuple:
+    """The order of deliveries of one resource id, latest first (`_latest_per_id`, `_not_older_by_window`)."""
+    return F.desc("received_at"), F.desc_nulls_last("updated"), F.desc("source"), F.desc("position"), F.desc("record_id")
 
 
 def unmapped_codes(normalized, *, limit: int = 20) -> dict:
@@ -244,21 +248,22 @@ def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, re
 def _not_older_by_window(latest, current, bronze):
     """`_winners`' comparison where silver or bronze is too large for the joins' build side (more than
     `JOIN_MAX_RECORDS` rows; a re-map of 100,000 patients failed there: 587 MB for one join's input
-    with a 1.5 GiB pool, and 654 MB joining 1.1 M DiagnosticReports with bronze's 20 M records). Silver rows get their delivery columns from bronze by an aggregation over
-    record ids, then this run's rows and silver's are ordered per id as `_latest_per_id` orders them,
-    this run's row first on a tie; sort and aggregation spill, a join's build side does not."""
-    nothing = {"id": "string", "updated": "string", "received_at": "string", "source": "string", "position": "long"}
+    with a 1.5 GiB pool, and 654 MB joining 1.1 M DiagnosticReports with bronze's 20 M records).
+
+    Silver rows get their delivery columns from bronze by an aggregation over record ids, then this
+    run's rows and silver's are ordered per id as `_latest_per_id` orders them, this run's row first
+    on a tie; sort and aggregation spill, a join's build side does not."""
+    delivery = {"id": "string", "updated": "string", "received_at": "string", "source": "string", "position": "long"}
 
     def padded(df, have):
-        return df.select("record_id", *[F.col(c) if c in have else F.lit(None).cast(t).alias(c) for c, t in nothing.items()])
+        return df.select("record_id", *[F.col(c) if c in have else F.lit(None).cast(t).alias(c) for c, t in delivery.items()])
 
     delivered = padded(bronze, ("received_at", "source", "position")).unionByName(padded(
         current.select("id", "record_id", F.get_json_object("resource", "$.meta.lastUpdated").alias("updated")), ("id", "updated")))
-    silver_rows = delivered.groupBy("record_id").agg(*[F.max(c).alias(c) for c in nothing]).filter("id IS NOT NULL")
+    silver_rows = delivered.groupBy("record_id").agg(*[F.max(c).alias(c) for c in delivery]).filter("id IS NOT NULL")
     theirs = silver_rows.select(*[F.col(c) if c in silver_rows.columns else F.lit(None).cast(t).alias(c) for c, t in latest.dtypes])
     both = latest.withColumn("_carelake_new", F.lit(1)).unionByName(theirs.withColumn("_carelake_new", F.lit(0)))
-    order = Window.partitionBy("id").orderBy(F.desc("received_at"), F.desc_nulls_last("updated"), F.desc("source"),
-                                             F.desc("position"), F.desc("record_id"), F.desc("_carelake_new"))
+    order = Window.partitionBy("id").orderBy(*_latest_first(), F.desc("_carelake_new"))
     return both.withColumn("_n", F.row_number().over(order)).filter("_n = 1 AND _carelake_new = 1").drop("_n", "_carelake_new")
 
 
