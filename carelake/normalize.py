@@ -223,10 +223,11 @@ def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, re
     if not incremental or not lake.exists(f"silver.{table}"):
         return latest
     current = lake.read(spark, f"silver.{table}")
-    if large or current.count() > JOIN_MAX_RECORDS:
-        return _not_older_by_window(latest, current, bronze)
+    # before either comparison: a daily run of a large region must not sort silver for nothing
     if current.select("id").join(latest.select("id"), "id", "left_semi").limit(1).count() == 0:
         return latest  # no id delivered again: nothing to compare (the usual case but for Patients)
+    if large or current.count() > JOIN_MAX_RECORDS:
+        return _not_older_by_window(latest, current, bronze)
     keys = bronze.select(F.col("record_id").alias("_c_record"), F.col("received_at").alias("_c_received"),
                          F.col("source").alias("_c_source"), F.col("position").alias("_c_position"))
     # Only the current row's lastUpdated goes into the join, not its resource: with whole resources the
