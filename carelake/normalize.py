@@ -227,7 +227,7 @@ def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, re
     if current.select("id").join(latest.select("id"), "id", "left_semi").limit(1).count() == 0:
         return latest  # no id delivered again: nothing to compare (the usual case but for Patients)
     if large or current.count() > JOIN_MAX_RECORDS:
-        return _not_older_by_window(latest, current, bronze)
+        return _not_older_by_window(ctx, latest, current, bronze, table)
     keys = bronze.select(F.col("record_id").alias("_c_record"), F.col("received_at").alias("_c_received"),
                          F.col("source").alias("_c_source"), F.col("position").alias("_c_position"))
     # Only the current row's lastUpdated goes into the join, not its resource: with whole resources the
@@ -246,14 +246,18 @@ def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, re
     return joined.filter(not_older).drop("_c_record", "_c_received", "_c_source", "_c_position", "_c_updated")
 
 
-def _not_older_by_window(latest, current, bronze):
+def _not_older_by_window(ctx: RunContext, latest, current, bronze, table: str):
     """`_winners`' comparison where silver or bronze is too large for the joins' build side (more than
     `JOIN_MAX_RECORDS` rows; a re-map of 100,000 patients failed there: 587 MB for one join's input
     with a 1.5 GiB pool, and 654 MB joining 1.1 M DiagnosticReports with bronze's 20 M records).
 
     Silver rows get their delivery columns from bronze by an aggregation over record ids, then this
     run's rows and silver's are ordered per id as `_latest_per_id` orders them, this run's row first
-    on a tie; sort and aggregation spill, a join's build side does not."""
+    on a tie; sort and aggregation spill, a join's build side does not. Only the delivery columns are
+    ordered, not this run's whole rows: sorting 15 M Observations with their resource JSON (a re-map of
+    100,000 patients) spilled runs whose merge outgrew the pool. The ids whose silver row wins (none in a
+    re-map, few after a backfill of old files) are staged and leave this run's rows by an anti-join, whose
+    build side is that small staged table."""
     delivery = {"id": "string", "updated": "string", "received_at": "string", "source": "string", "position": "long"}
 
     def padded(df, have):
@@ -262,10 +266,17 @@ def _not_older_by_window(latest, current, bronze):
     delivered = padded(bronze, ("received_at", "source", "position")).unionByName(padded(
         current.select("id", "record_id", F.get_json_object("resource", "$.meta.lastUpdated").alias("updated")), ("id", "updated")))
     silver_rows = delivered.groupBy("record_id").agg(*[F.max(c).alias(c) for c in delivery]).filter("id IS NOT NULL")
-    theirs = silver_rows.select(*[F.col(c) if c in silver_rows.columns else F.lit(None).cast(t).alias(c) for c, t in latest.dtypes])
-    both = latest.withColumn("_carelake_new", F.lit(1)).unionByName(theirs.withColumn("_carelake_new", F.lit(0)))
+    narrow = ["record_id", *delivery]
+    both = latest.select(*narrow, F.lit(1).alias("_carelake_new")).unionByName(silver_rows.select(*narrow, F.lit(0).alias("_carelake_new")))
     order = Window.partitionBy("id").orderBy(*_latest_first(), F.desc("_carelake_new"))
-    return both.withColumn("_n", F.row_number().over(order)).filter("_n = 1 AND _carelake_new = 1").drop("_n", "_carelake_new")
+    older = (both.withColumn("_n", F.row_number().over(order)).withColumn("_ours", F.max("_carelake_new").over(Window.partitionBy("id")))
+             .filter("_n = 1 AND _carelake_new = 0 AND _ours = 1").select("id"))
+    name = f"staging.older_{table}"
+    ctx.lake.overwrite(older, name)
+    older = ctx.lake.read(ctx.spark, name)
+    if older.limit(1).count() == 0:
+        return latest
+    return latest.join(older, "id", "left_anti")
 
 
 def _link(ctx: RunContext, new_patients, incremental: bool) -> None:

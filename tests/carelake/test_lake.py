@@ -6,6 +6,7 @@ from deltalake import DeltaTable
 
 from carelake.errors import ConfigError
 from carelake.lake import Lake
+from tests.conftest import run_in_small_pool
 
 ZONES = {"landing": "landing", "phi": "phi", "curated": "curated", "reports": "reports"}
 
@@ -93,24 +94,65 @@ def test_a_merge_with_an_insert_condition_into_a_small_table_reads_only_the_rows
 
 def test_a_merge_source_near_the_table_size_is_written_as_the_new_version_with_the_merges_result(spark, tmp_path):
     """A re-map sends every row again: several pieces and at least a quarter of the table, so the rows
-    are written with the table's other rows in one commit instead of merged piece by piece. Same rows
-    as one MERGE, with `update` and without, on a partitioned table."""
+    are written in one commit instead of merged piece by piece: with `update` as the table's new version,
+    without it by appending the rows of new keys. Same rows as one MERGE, on a partitioned table."""
     from carelake.lake import Limits
 
-    target = [(f"k{i}", "old", f"h{i % 2}") for i in range(0, 40, 2)]  # even keys exist
-    source = [(f"k{i}", "new" if i % 4 else "old", f"h{i % 2}") for i in range(30)]
+    target = [(f"k{i}", "old", f"h{i % 2}") for i in range(40)]
+    source = [(f"k{i}", "new" if i % 4 else "old", f"h{i % 2}") for i in range(2, 42)]  # k0, k1 left alone; k40, k41 new
     schema = "id string, v string, hospital string"
     for update in (True, False):
         tables = {}
-        for batch in (1000, 4):  # one MERGE; then 8 pieces of a 30-row source into 20 rows: a rewrite
+        for batch in (1000, 4):  # one MERGE; then 10 pieces, of which 2 rows are picked by key: a rewrite
             lake = Lake(tmp_path / f"{update}-{batch}", dict(ZONES), limits=Limits(merge_batch_rows=batch))
             lake.overwrite(spark.createDataFrame(target, schema), "silver.t", partition_by=["hospital"])
             lake.merge(spark, spark.createDataFrame(source, schema), "silver.t", keys=["id"], partition_by=["hospital"], update=update)
             tables[batch] = sorted(tuple(r) for r in lake.read(spark, "silver.t").collect())
             assert DeltaTable(str(lake.path("silver.t"))).version() == 1  # one commit either way
+            assert not list((tmp_path / f"{update}-{batch}").rglob("merge_source_*"))  # staged keys removed too
         assert tables[4] == tables[1000], update
-        assert len(tables[4]) == 35 and ("k39", "old", "h1") not in tables[4]  # 20 kept or replaced, 15 inserted
-        assert (("k2", "new", "h0") in tables[4]) is update and ("k38", "old", "h0") in tables[4]
+        assert len(tables[4]) == 42 and ("k0", "old", "h0") in tables[4] and ("k41", "new", "h1") in tables[4]
+        assert (("k5", "new", "h1") in tables[4]) is update and (("k5", "old", "h1") in tables[4]) is not update
+
+
+def test_a_merge_source_that_leaves_many_table_rows_alone_is_merged_in_pieces(spark, tmp_path):
+    """A rewrite picks the rows it carries over by a join on their keys: more than `merge_batch_rows`
+    such keys would make that join's hash table large, so the source goes in pieces."""
+    from carelake.lake import Limits
+
+    lake = Lake(tmp_path, dict(ZONES), limits=Limits(merge_batch_rows=4))
+    lake.overwrite(spark.createDataFrame([(f"k{i}", "old") for i in range(40)], "id string, v string"), "silver.t")
+    lake.merge(spark, spark.createDataFrame([(f"k{i}", "new") for i in range(20)], "id string, v string"), "silver.t", keys=["id"])
+    assert DeltaTable(str(lake.path("silver.t"))).version() >= 3  # 20 rows leave 20 alone: pieces, a commit each
+    rows = dict(tuple(r) for r in lake.read(spark, "silver.t").collect())
+    assert len(rows) == 40 and rows["k19"] == "new" and rows["k20"] == "old"
+
+
+_REWRITE_WIDE = """
+import sys
+from pyspark.sql import functions as F
+from pathlib import Path
+from carelake.engine import get_spark
+from carelake.lake import Lake, Limits
+
+spark = get_spark()
+zones = {"landing": "landing", "phi": "phi", "curated": "curated", "reports": "reports"}
+lake = Lake(Path(sys.argv[1]), zones, Limits(merge_batch_rows=50_000))
+n = int(sys.argv[2])
+rows = spark.range(n).select(F.concat(F.lit("o"), F.col("id").cast("string")).alias("id"),
+                             F.concat(F.col("id").cast("string"), F.repeat(F.lit("x"), 4000)).alias("resource"))
+lake.overwrite(rows.withColumn("v", F.lit("old")), "silver.wide")
+lake.merge(spark, rows.withColumn("v", F.lit("new")), "silver.wide", keys=["id"])
+table = lake.read(spark, "silver.wide")
+print(table.count(), table.filter("v = 'new'").count())
+"""
+
+
+def test_a_rewrite_of_wide_rows_stays_within_a_small_engine_pool(tmp_path):
+    """A re-map's rewrite of 150,000 rows of 4 kB (600 MB) with a 64 MiB pool: only keys are sorted."""
+    done = run_in_small_pool(_REWRITE_WIDE, str(tmp_path / "lake"), "150000", pool_mb=64, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+    assert done.stdout.split() == ["150000", "150000"]
 
 
 def test_a_small_merge_source_into_a_large_table_is_still_merged_in_pieces(spark, tmp_path):

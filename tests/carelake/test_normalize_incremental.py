@@ -136,7 +136,7 @@ lake.overwrite(ids.select(record.alias("record_id"), F.lit("2024-01-01T00:00:00Z
                           F.lit("a.csv").alias("source"), F.lit(1).cast("long").alias("position")), "bronze.records")
 again = ids.select(F.concat(F.lit("s"), "id").alias("record_id"), F.lit("2024-02-01T00:00:00Z").alias("received_at"),
                    F.lit("b.csv").alias("source"), F.lit(1).cast("long").alias("position"), "id", F.lit("h").alias("hospital"),
-                   F.lit("csv").alias("feed"), F.lit("p").alias("patient_id"), F.lit("{}").alias("resource"),
+                   F.lit("csv").alias("feed"), F.lit("p").alias("patient_id"), resource.alias("resource"),
                    F.lit(None).cast("string").alias("updated"))
 bronze = lake.read(spark, "bronze.records").unionByName(again.select("record_id", "received_at", "source", "position"))
 ctx = SimpleNamespace(lake=lake, spark=spark)
@@ -152,6 +152,6 @@ def test_ids_delivered_again_are_compared_within_a_small_engine_pool(tmp_path, j
     resources, whose hash table cannot spill: a 4,000-patient lake failed to re-map with the default
     1.5 GiB pool, and this test failed with 64 MiB. Past `JOIN_MAX_RECORDS` silver rows even the narrow
     joins outgrow the pool (100,000 patients), and the window that replaces them must fit too."""
-    done = run_in_small_pool(_REDELIVERED, str(tmp_path / "lake"), "40000", str(join_max), pool_mb=64, cwd=tmp_path)
+    done = run_in_small_pool(_REDELIVERED, str(tmp_path / "lake"), "150000", str(join_max), pool_mb=64, cwd=tmp_path)
     assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
-    assert int(done.stdout.strip().splitlines()[-1]) == 40000  # every later delivery wins
+    assert int(done.stdout.strip().splitlines()[-1]) == 150000  # every later delivery wins
