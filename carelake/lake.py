@@ -307,46 +307,68 @@ class Lake:
         return rows_in * 4 >= self.read(spark, table).count()
 
     def _rewrite(self, spark, source, table: str, *, keys: list[str], partition_by: list[str] | None, update: bool) -> bool:
-        """What the MERGE of `source` gives, in one commit, when few rows have to be picked by key; False
-        (nothing written) when more than `limits.merge_batch_rows` would.
+        """What the MERGE of `source` gives, in at most one commit, writing as little as it can; False
+        (nothing written) when that would need a join with more than `limits.merge_batch_rows` keys.
 
-        With `update`: the table's new version is the source with the table's rows whose key the source
-        lacks. Without: the source's rows whose key the table lacks are appended. Those keys come from
-        an aggregation over the keys of both (it spills) and are staged, so the join that picks the
-        rows builds its hash table from that small staged table. The rows themselves are never sorted or
-        held: a window over table and source (15 M Observations with their JSON, a re-map of 100,000
-        patients) spilled runs whose merge outgrew the engine's pool."""
+        An aggregation over the keys of both (it spills) finds the keys whose source row changes the
+        table: new keys and, with `update`, keys whose row differs (by two hashes of the whole row, so
+        the rows themselves are never sorted or held: a window over table and source, 15 M
+        Observations with their JSON at 100,000 patients, spilled runs whose merge outgrew the pool).
+        Those keys are staged, so the joins that pick rows build their hash tables from a small table.
+        None: nothing is written (a re-map whose mappers give the same resources). At most
+        `merge_batch_rows`: their rows go in one MERGE (without `update`, an append). Else, with
+        `update`, when the table rows the source leaves alone are that few: the source and those rows
+        are written as the table's new version."""
         from pyspark.sql import functions as F
 
         current = self.read(spark, table)
         cols = [F.col(f"`{k}`") for k in keys]
-        tagged = current.select(*cols, F.lit(1).alias("_in_table"), F.lit(0).alias("_in_source")).unionByName(
-            source.select(*cols, F.lit(0).alias("_in_table"), F.lit(1).alias("_in_source")))
-        alone = tagged.groupBy(*cols).agg(F.max("_in_table").alias("t"), F.max("_in_source").alias("s")).filter(
-            "t = 1 AND s = 0" if update else "t = 0 AND s = 1").select(*cols)
-        name = self._stage(alone)
+        # a null leaves Spark's row hashes unchanged: hash each column's null flag too, so that values
+        # moving between columns change the hash
+        parts = [x for c in current.columns for x in (F.col(f"`{c}`"), F.col(f"`{c}`").isNull())] if update else [F.lit(0)]
+
+        def tagged(df, in_table: int):
+            return df.select(*cols, F.xxhash64(*parts).alias("_h1"), F.hash(*parts).alias("_h2"),
+                             F.lit(in_table).alias("_t"), F.lit(1 - in_table).alias("_s"))
+
+        per_key = tagged(current, 1).unionByName(tagged(source, 0)).groupBy(*cols).agg(
+            F.max("_t").alias("t"), F.max("_s").alias("s"),
+            ((F.min("_h1") != F.max("_h1")) | (F.min("_h2") != F.max("_h2"))).alias("differs"))
+        changes = (F.col("s") == 1) & ((F.col("t") == 0) | F.col("differs"))
+        kind = F.when(changes, F.lit("change")).when((F.col("t") == 1) & (F.col("s") == 0), F.lit("alone"))
+        name = self._stage(per_key.select(*cols, kind.alias("_kind")).filter(F.col("_kind").isNotNull()))
         try:
-            alone = self.read(spark, name)
-            if alone.count() > self.limits.merge_batch_rows:
-                return False
-
-            def write():
+            staged = self.read(spark, name)
+            counts = {r["_kind"]: r["count"] for r in staged.groupBy("_kind").count().collect()}
+            limit = self.limits.merge_batch_rows
+            if not counts.get("change"):
+                return True
+            if counts["change"] <= limit:
+                picked = source.join(staged.filter("_kind = 'change'").select(*keys), keys, "left_semi").select(*current.columns)
                 if update:
-                    rows = source.select(*current.columns).unionByName(current.join(alone, keys, "left_semi"))
-                    mode = "overwrite"
+                    self._merge_statement(spark, picked, table, keys=keys, delete_when=None, insert_when=None, update=True)
                 else:
-                    rows, mode = source.join(alone, keys, "left_semi").select(*current.columns), "append"
-                # an overwrite reads the table's files while writing its new version: the old files stay
-                # on disk (a Delta overwrite only marks them removed), so the read sees a fixed version
-                writer = self._writer(rows).mode(mode)
-                if partition_by:
-                    writer = writer.partitionBy(*partition_by)
-                writer.save(str(self.path(table)))
-
-            self._commit(table, write)
+                    self._write_all(picked, table, "append", partition_by)
+                return True
+            if not update or counts.get("alone", 0) > limit:
+                return False
+            alone = current.join(staged.filter("_kind = 'alone'").select(*keys), keys, "left_semi")
+            # the table's files are read while its new version is written: the old files stay on disk
+            # (a Delta overwrite only marks them removed), so the read sees a fixed version
+            self._write_all(source.select(*current.columns).unionByName(alone), table, "overwrite", partition_by)
             return True
         finally:
             shutil.rmtree(self.path(name), ignore_errors=True)
+
+    def _write_all(self, rows, table: str, mode: str, partition_by: list[str] | None) -> None:
+        """Write `rows` to `table` in one commit, appending or overwriting."""
+        def write():
+            writer = self._writer(rows).mode(mode)
+            if partition_by:
+                writer = writer.partitionBy(*partition_by)
+            writer.save(str(self.path(table)))
+
+        self._commit(table, write)
 
     def _stage(self, df) -> str:
         """Write `df` to a new staging table of its own; its name."""

@@ -115,6 +115,26 @@ def test_a_merge_source_near_the_table_size_is_written_as_the_new_version_with_t
         assert (("k5", "new", "h1") in tables[4]) is update and (("k5", "old", "h1") in tables[4]) is not update
 
 
+def test_a_large_source_that_changes_few_rows_writes_only_those(spark, tmp_path):
+    """A re-map whose mappers give the same resources sends every row again and changes nothing: no
+    commit at all. When it changes a few rows, only those go into one MERGE; a value that moves to
+    another column beside a null is a change (a row hash that skipped nulls would miss it)."""
+    from carelake.lake import Limits
+
+    schema = "id string, v string, w string"
+    target = [(f"k{i}", "x" if i % 3 else None, None if i % 3 else "x") for i in range(40)]
+    lake = Lake(tmp_path, dict(ZONES), limits=Limits(merge_batch_rows=4))  # 10 pieces: a rewrite
+    lake.overwrite(spark.createDataFrame(target, schema), "silver.t")
+    lake.merge(spark, spark.createDataFrame(target, schema), "silver.t", keys=["id"])
+    assert DeltaTable(str(lake.path("silver.t"))).version() == 0  # the same rows again: nothing written
+
+    source = [*[r for r in target if r[0] not in ("k3", "k7")], ("k3", "y", "x"), ("k7", None, "x"), ("k40", "z", None)]
+    lake.merge(spark, spark.createDataFrame(source, schema), "silver.t", keys=["id"])
+    assert DeltaTable(str(lake.path("silver.t"))).version() == 1
+    assert sorted(tuple(r) for r in lake.read(spark, "silver.t").collect()) == sorted(source)
+    assert not list(tmp_path.rglob("merge_source_*"))
+
+
 def test_a_merge_source_that_leaves_many_table_rows_alone_is_merged_in_pieces(spark, tmp_path):
     """A rewrite picks the rows it carries over by a join on their keys: more than `merge_batch_rows`
     such keys would make that join's hash table large, so the source goes in pieces."""
