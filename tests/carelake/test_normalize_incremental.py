@@ -147,11 +147,13 @@ print(normalize._winners(ctx, again, "observation", bronze, True, repeats=False)
 
 @pytest.mark.parametrize("join_max", [normalize.JOIN_MAX_RECORDS, 0], ids=["joins", "window"])
 def test_ids_delivered_again_are_compared_within_a_small_engine_pool(tmp_path, join_max):
-    """40,000 Observations of 4 kB each in silver, all delivered again (as after a mapping change, which
-    re-maps every record), with a 64 MiB pool. The comparison with silver's rows once joined their whole
-    resources, whose hash table cannot spill: a 4,000-patient lake failed to re-map with the default
-    1.5 GiB pool, and this test failed with 64 MiB. Past `JOIN_MAX_RECORDS` silver rows even the narrow
-    joins outgrow the pool (100,000 patients), and the window that replaces them must fit too."""
+    """150,000 Observations of 4 kB each in silver, all delivered again (as after a mapping change,
+    which re-maps every record), with a 64 MiB pool. The comparison with silver's rows once joined
+    their whole resources, whose hash table cannot spill: a 4,000-patient lake failed to re-map with
+    the default 1.5 GiB pool, and this test failed with 64 MiB. Past `JOIN_MAX_RECORDS` silver rows even
+    the narrow joins outgrow the pool (100,000 patients), and the window that replaces them must fit
+    too (it orders the delivery columns only: over whole rows, inside a MERGE, it failed a re-map of
+    10,000 patients)."""
     done = run_in_small_pool(_REDELIVERED, str(tmp_path / "lake"), "150000", str(join_max), pool_mb=64, cwd=tmp_path)
     assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
     assert int(done.stdout.strip().splitlines()[-1]) == 150000  # every later delivery wins
