@@ -230,10 +230,8 @@ class Lake:
         with the MERGE's join for the engine's memory.
 
         A source of several pieces that is also a large part of the table (`_rewrites`: a re-map after a
-        mapping change, every record again) is not merged but written in one commit (`_rewrite`): with
-        the table's rows it leaves alone as the table's new version, or, without `update`, its rows of new
-        keys appended; unless those rows number more than `limits.merge_batch_rows`. Each piece of a
-        MERGE reads the whole table and rewrites every data file it matches, which the pieces' hash
+        mapping change, every record again) writes only its new and changed rows, in at most one commit
+        (`_rewrite`): nothing when nothing changed. Each piece of a MERGE reads the whole table and rewrites every data file it matches, which the pieces' hash
         spreads over all files, so pieces cost the table's size each (a re-map of 4,000 patients: 11.1 s
         for silver.observation's four pieces).
         """
