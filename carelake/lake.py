@@ -231,9 +231,10 @@ class Lake:
 
         A source of several pieces that is also a large part of the table (`_rewrites`: a re-map after a
         mapping change, every record again) writes only its new and changed rows, in at most one commit
-        (`_rewrite`): nothing when nothing changed. Each piece of a MERGE reads the whole table and rewrites every data file it matches, which the pieces' hash
-        spreads over all files, so pieces cost the table's size each (a re-map of 4,000 patients: 11.1 s
-        for silver.observation's four pieces).
+        (`_rewrite`): nothing when nothing changed. Each piece of a MERGE reads the whole table and
+        rewrites every data file it matches, which the pieces' hash spreads over all files, so pieces
+        cost the table's size each (a re-map of 4,000 patients: 11.1 s for silver.observation's four
+        pieces).
         """
         path = str(self.path(table))
         rows = df.alias("s").filter(insert_when).select(*df.columns) if insert_when else df

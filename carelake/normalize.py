@@ -145,16 +145,18 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
         # the comparison with silver joins bronze's delivery columns: past JOIN_MAX_RECORDS records it
         # orders by a window instead (`_not_older_by_window`)
         large = incremental and bronze.count() > JOIN_MAX_RECORDS
-        winners = {t: _winners(ctx, normalized.filter(F.col("resource_type") == t), RESOURCE_TABLES[t], bronze, incremental,
-                               repeats=t in repeats, large=large)
-                   for t in types}
-    else:
-        winners = {}
+
+        def winners(t):
+            # called inside the step that writes the table: a comparison with a large silver stages its
+            # result there and then, which the step's progress line must cover
+            return _winners(ctx, normalized.filter(F.col("resource_type") == t), RESOURCE_TABLES[t], bronze, incremental,
+                            repeats=t in repeats, large=large)
     # Every run links over all Patients (silver's and this run's), even one that mapped nothing: runs
     # that mapped at the same time each linked without the other's Patients, and the next run settles
     # that. Patients are few next to the other resources, and an unchanged link rewrites nothing.
     with ctx.progress.step("normalize: person linkage") as note:
-        _link(ctx, winners.get("Patient"), incremental)
+        patients = winners("Patient") if "Patient" in per_type else None
+        _link(ctx, patients, incremental)
         if incremental:
             note["detail"] = f"{_relink(ctx)} silver rows moved to a new person"
     if per_type:
@@ -163,7 +165,8 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
         for resource_type in types:
             table = RESOURCE_TABLES[resource_type]
             with ctx.progress.step(f"normalize: merge silver.{table}"):
-                silver = winners[resource_type].join(xref, "patient_id", "left").select(*SILVER_COLUMNS)
+                rows = patients if resource_type == "Patient" else winners(resource_type)
+                silver = rows.join(xref, "patient_id", "left").select(*SILVER_COLUMNS)
                 # staged: the latest-per-id sort in a query of its own (inside the MERGE's query it competed
                 # with the MERGE's join for the engine's memory: 10,000 patients re-mapped, Resources exhausted)
                 lake.merge(spark, silver, f"silver.{table}", keys=["id"], partition_by=["hospital"], stage=resource_type in repeats)
