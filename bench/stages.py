@@ -6,7 +6,9 @@ WORKDIR is a bench working directory's ``run`` folder (``python -m bench --keep 
 ``W/run``), or a copy of it; the stages run there with a throw-away key unless CARELAKE_DEID_KEY is
 set. Prints, per stage, wall and CPU seconds of the process tree and peak RSS, then each step's wall
 seconds with the CPU seconds, from the start to the step's end, of the client process (Sail runs
-inside it) and of the UDF workers. ``--full`` makes normalize map every record again. ``--json``
+inside it) and of the UDF workers. ``--full`` makes normalize map every record again. ``--remap``
+first gives every record in phi.record_status a mapping fingerprint no code produces (not timed), so
+that normalize re-maps every record into the existing silver, as after a change of mapper code. ``--json``
 prints the figures as one JSON object on stdout (the rest on stderr): `python -m bench` runs each of
 its rounds this way, in a process of its own.
 
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("workdir", type=Path)
     parser.add_argument("stages", nargs="+")
     parser.add_argument("--full", action="store_true")
+    parser.add_argument("--remap", action="store_true", help="mark every record's mapping stale first (a re-map)")
     parser.add_argument("--json", action="store_true", help="the figures as one JSON object on stdout, the rest on stderr")
     args = parser.parse_args(argv)
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     os.environ.setdefault(KEY_ENV, throwaway_key())
     os.environ.setdefault("RUST_LOG", "error")
+    if args.remap:
+        say(f"marked {mark_stale(args.workdir)} records' mapping stale")
     with TreeMonitor() as monitor:
         cpu = _StepCpu(monitor)
         result = run_carelake(args.workdir / "conf", args.workdir, monitor, stages=args.stages, full=args.full, handlers=(cpu,))
@@ -76,6 +81,21 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         print(json.dumps(result))
     return result
+
+
+def mark_stale(workdir: Path) -> int:
+    """Give every record in the lake's phi.record_status a mapping fingerprint that no code produces, so
+    that the next normalize maps every record again and merges into the existing silver; the records."""
+    from pyspark.sql import functions as F
+
+    from carelake.config import load_config
+    from carelake.engine import get_spark
+    from carelake.lake import Lake
+
+    spark, lake = get_spark(), Lake.from_config(load_config(workdir / "conf"), workdir)
+    status = lake.read(spark, "phi.record_status")
+    lake.overwrite(status.withColumn("mapping", F.lit("stale")), "phi.record_status", partition_by=["hospital"])
+    return lake.read(spark, "phi.record_status").count()
 
 
 if __name__ == "__main__":
