@@ -347,22 +347,22 @@ class Lake:
                 if update:
                     self._merge_statement(spark, picked, table, keys=keys, delete_when=None, insert_when=None, update=True)
                 else:
-                    self._write_all(picked, table, "append", partition_by)
+                    self._append(picked, table, partition_by)
                 return True
             if not update or counts.get("alone", 0) > limit:
                 return False
             alone = current.join(staged.filter("_kind = 'alone'").select(*keys), keys, "left_semi")
             # the table's files are read while its new version is written: the old files stay on disk
             # (a Delta overwrite only marks them removed), so the read sees a fixed version
-            self._write_all(source.select(*current.columns).unionByName(alone), table, "overwrite", partition_by)
+            self.overwrite(source.select(*current.columns).unionByName(alone), table, partition_by=partition_by)
             return True
         finally:
             shutil.rmtree(self.path(name), ignore_errors=True)
 
-    def _write_all(self, rows, table: str, mode: str, partition_by: list[str] | None) -> None:
-        """Write `rows` to `table` in one commit, appending or overwriting."""
+    def _append(self, rows, table: str, partition_by: list[str] | None) -> None:
+        """Append `rows` to `table` in one commit."""
         def write():
-            writer = self._writer(rows).mode(mode)
+            writer = self._writer(rows).mode("append")
             if partition_by:
                 writer = writer.partitionBy(*partition_by)
             writer.save(str(self.path(table)))
