@@ -53,7 +53,7 @@ class TreeMonitor:
         self._psutil = psutil
         self._me = psutil.Process()
         self.interval = interval
-        self.peak = self.overall_peak = 0.0
+        self.peak = self.overall_peak = self.step_peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -92,9 +92,15 @@ class TreeMonitor:
         self.peak = self.rss_mb()
         self.overall_peak = max(self.overall_peak, self.peak)
 
+    def step_done(self) -> float:
+        """The peak since the last call (a step's, for `bench.stages`), and start the next."""
+        peak, self.step_peak = max(self.step_peak, self.rss_mb()), 0.0
+        return peak
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self.rss_mb())
+            now = self.rss_mb()
+            self.peak, self.step_peak = max(self.peak, now), max(self.step_peak, now)
             self.overall_peak = max(self.overall_peak, self.peak)
 
     def __enter__(self):

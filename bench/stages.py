@@ -6,7 +6,8 @@ WORKDIR is a bench working directory's ``run`` folder (``python -m bench --keep 
 ``W/run``), or a copy of it; the stages run there with a throw-away key unless CARELAKE_DEID_KEY is
 set. Prints, per stage, wall and CPU seconds of the process tree and peak RSS, then each step's wall
 seconds with the CPU seconds, from the start to the step's end, of the client process (Sail runs
-inside it) and of the UDF workers. ``--full`` makes normalize map every record again. ``--remap``
+inside it) and of the UDF workers, and the process tree's peak RSS since the step before (which
+holds any work between the two). ``--full`` makes normalize map every record again. ``--remap``
 first gives every record in phi.record_status a mapping fingerprint no code produces (not timed), so
 that normalize re-maps every record into the existing silver, as after a change of mapper code. ``--json``
 prints the figures as one JSON object on stdout (the rest on stderr): `python -m bench` runs each of
@@ -31,7 +32,7 @@ from bench.__main__ import STEP_DONE, TreeMonitor, run_carelake
 
 class _StepCpu(logging.Handler):
     """At each "<step> done" line: CPU seconds since the handler was made, of this process and of its
-    children (the UDF workers)."""
+    children (the UDF workers), and the process tree's peak RSS since the step before."""
 
     def __init__(self, monitor: TreeMonitor):
         super().__init__(logging.INFO)
@@ -49,7 +50,7 @@ class _StepCpu(logging.Handler):
             own, total = self._now()
             own -= self.start[0]
             others = max(0.0, total - self.start[1] - own)  # the two readings are a moment apart
-            self.lines.append((str(record.args[0]), float(record.args[1]), own, others))
+            self.lines.append((str(record.args[0]), float(record.args[1]), own, others, self.monitor.step_done()))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -74,9 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
     result["peak_rss_mb"] = round(monitor.overall_peak)
     for name, figures in result["stages"].items():
         say(f"{name}: {figures['seconds']} s, cpu {figures['cpu_seconds']} s, peak {figures['peak_rss_mb']} MiB")
-    say(f"{'wall s':>7} {'client cpu':>10} {'workers cpu':>11}  step")
-    for step, wall, own, others in cpu.lines:
-        say(f"{wall:7.1f} {own:10.1f} {others:11.1f}  {step}")
+    say(f"{'wall s':>7} {'client cpu':>10} {'workers cpu':>11} {'peak MiB':>8}  step")
+    for step, wall, own, others, peak in cpu.lines:
+        say(f"{wall:7.1f} {own:10.1f} {others:11.1f} {peak:8.0f}  {step}")
     say(f"total {result['seconds']} s, cpu {result['cpu_seconds']} s" + (f", ERROR {result['error']}" if result["error"] else ""))
     if args.json:
         print(json.dumps(result))
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 def mark_stale(workdir: Path) -> int:
     """Give every record in the lake's phi.record_status a mapping fingerprint that no code produces, so
-    that the next normalize maps every record again and merges into the existing silver; the records."""
+    that the next normalize maps every record again and merges into the existing silver. Returns how many
+    records phi.record_status holds."""
     from pyspark.sql import functions as F
 
     from carelake.config import load_config

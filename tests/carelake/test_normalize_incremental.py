@@ -86,6 +86,40 @@ def test_an_older_delivery_mapped_later_does_not_replace_a_newer_one(tmp_path, s
     assert winners(("r-tie", "2024-02-01T00:00:00Z", "a.ndjson", 1, "2024-01-05T00:00:00Z")) == []
 
 
+def test_a_remap_past_the_join_limit_needs_no_comparison_with_bronze(ctx, monkeypatch):
+    """After a change of mapper code every record is mapped again: each silver row's own delivery is
+    among the run's rows, so the run's latest wins without ordering bronze's delivery columns (at
+    100,000 patients that ordering was ~630 s of the re-map). The tables come out as before."""
+    from pyspark.sql import functions as F
+
+    normalize.run(ctx)
+    before = _contents(ctx)
+    status = ctx.lake.read(ctx.spark, "phi.record_status")
+    ctx.lake.overwrite(status.withColumn("mapping", F.lit("stale")), "phi.record_status", partition_by=["hospital"])
+    monkeypatch.setattr(normalize, "JOIN_MAX_RECORDS", 0)
+
+    def no_window(*args, **kwargs):
+        raise AssertionError("a re-map compared silver with bronze's deliveries")
+
+    monkeypatch.setattr(normalize, "_not_older_by_window", no_window)
+    again = normalize.run(ctx)
+    assert again["mapped"]["resources_and_quarantined"] > 0 and not again["mapped"]["full"]
+    assert _contents(ctx) == before
+
+
+def test_contested_ids_are_those_whose_silver_delivery_the_run_did_not_map_again(spark):
+    pairs = "id string, record_id string"
+
+    def contested(run, silver):
+        return normalize._contested(spark.createDataFrame(run, pairs), spark.createDataFrame(silver, pairs))
+
+    assert not contested([("p1", "r1"), ("p2", "r2")], [("p1", "r1"), ("p2", "r2")])  # a re-map
+    assert not contested([("p1", "r1"), ("p1", "r0")], [("p1", "r1")])  # and an older delivery beside it
+    assert not contested([("p1", "r1")], [("p1", "r1"), ("p9", "r9")])  # an id the run does not have
+    assert contested([("p1", "r0")], [("p1", "r1")])  # a backfill: silver's delivery may be the newer
+    assert contested([("p1", "r2"), ("p2", "r2")], [("p1", "r2"), ("p2", "r1")])  # one such id is enough
+
+
 def test_conservation_counts_the_same_by_join_and_by_aggregation(tmp_path, spark, monkeypatch):
     """Outcomes count only for records still in bronze, whichever way they are matched: the join of a
     small bronze table and the aggregation that a large one takes (a hash join's build side cannot spill).
