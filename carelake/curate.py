@@ -93,12 +93,10 @@ def build_gold(ctx: RunContext) -> dict[str, int]:
             gold = deidentify(flat, table_policy, policy)
             if kanon and kanon["table"] == name:
                 # the ladder reads its input once per step: write the view + de-identification once
-                lake.overwrite(gold, f"staging.deid_{name}")
-                gold = lake.read(spark, f"staging.deid_{name}")
+                gold = lake.materialize(spark, gold, f"staging.deid_{name}")
                 gold = k_anonymize(gold, k=kanon["k"], quasi_identifiers=kanon["quasi_identifiers"],
                                    ladder=kanon["ladder"], id_column=kanon["id_column"])
-            lake.overwrite(gold, f"staging.gold_{name}")
-            counts[name] = lake.read(spark, f"staging.gold_{name}").count()
+            counts[name] = lake.materialize(spark, gold, f"staging.gold_{name}").count()
             note["detail"] = f"{counts[name]} rows"
     return counts
 
@@ -140,8 +138,7 @@ def phi_gate(ctx: RunContext, staged: dict[str, object]) -> dict[str, int]:
 
     # Every table's scan joins the identifiers, which a Python pass over every person resource finds:
     # staged once per call instead of evaluated again for each table.
-    ctx.lake.overwrite(_identifiers(ctx), "staging.phi_identifiers")
-    identifiers = ctx.lake.read(ctx.spark, "staging.phi_identifiers")
+    identifiers = ctx.lake.materialize(ctx.spark, _identifiers(ctx), "staging.phi_identifiers")
     hits = {}
     for name, df in staged.items():
         pseudonyms = sorted(_pseudonym_columns(ctx, name) & set(df.columns))

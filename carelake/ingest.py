@@ -122,9 +122,8 @@ def run(ctx: RunContext, *, hospitals: list[str] | None = None,
     parts = []
     if files:
         with ctx.progress.step("ingest: split files into records"):
-            lake.overwrite(split_files(spark.createDataFrame(files, FILE_SCHEMA), max_record_bytes=lake.limits.max_record_bytes),
-                           "staging.ingest_batch")
-            parts.append(lake.read(spark, "staging.ingest_batch"))
+            records = split_files(spark.createDataFrame(files, FILE_SCHEMA), max_record_bytes=lake.limits.max_record_bytes)
+            parts.append(lake.materialize(spark, records, "staging.ingest_batch"))
     jdbc = {}
     for index, feed in enumerate(f for f in feeds if f.kind == "jdbc"):
         from carelake.feeds.jdbc import read_feed
@@ -132,8 +131,7 @@ def run(ctx: RunContext, *, hospitals: list[str] | None = None,
         with ctx.progress.step(f"ingest: read {feed.name} from its database") as note:
             table, jdbc[feed.name] = read_feed(ctx, feed)
             if table is not None:  # read once: the database may change while the run counts
-                lake.overwrite(table, f"staging.jdbc_batch_{index}")
-                parts.append(lake.read(spark, f"staging.jdbc_batch_{index}"))
+                parts.append(lake.materialize(spark, table, f"staging.jdbc_batch_{index}"))
             note["detail"] = f"{jdbc[feed.name]['rows']} rows"
     if not parts:
         for feed in (f for f in feeds if f.kind == "fhir-rest"):

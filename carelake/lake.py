@@ -213,6 +213,13 @@ class Lake:
 
         self._commit(table, write)
 
+    def materialize(self, spark, df, table: str):
+        """Write `df` over `table` (a staging table, mostly) and return the table as read back: `df` is
+        evaluated once, and what reads the result runs on files whose row counts the engine's planner
+        knows (it builds a join's hash table from the smaller side only when it knows both)."""
+        self.overwrite(df, table)
+        return self.read(spark, table)
+
     def _writer(self, df):
         # Sail's option; JVM Spark's Delta writer ignores options it does not read (not run here: no Delta jars)
         return df.write.format("delta").option("targetFileSize", self.limits.target_file_bytes)

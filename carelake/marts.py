@@ -82,8 +82,7 @@ def run(ctx: RunContext) -> dict:
             skipped[name] = f"gold.{', gold.'.join(missing)} not published yet"
             continue
         with ctx.progress.step(f"marts: {name}") as note:
-            lake.overwrite(mart.build(gold), f"staging.marts_{name}")
-            counts[name] = lake.read(spark, f"staging.marts_{name}").count()
+            counts[name] = lake.materialize(spark, mart.build(gold), f"staging.marts_{name}").count()
             note["detail"] = f"{counts[name]} rows"
     if not counts:
         return {"marts": {}, "skipped": skipped}

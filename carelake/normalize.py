@@ -117,8 +117,7 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
             done = lake.read(spark, "phi.record_status").filter(F.col("mapping") == fingerprint).select("record_id")
             todo = bronze.join(done, "record_id", "left_anti")
         # not partitioned by type: measured, the partitioned write cost more than the scans it saves
-        lake.overwrite(normalize_records(todo, mapping), "staging.normalized")
-        staged = lake.read(spark, "staging.normalized")
+        staged = lake.materialize(spark, normalize_records(todo, mapping), "staging.normalized")
         per_type, repeats = type_counts(staged)
         types = sorted(t for t in per_type if t is not None)
         note["detail"] = f"{'all' if not incremental else 'new'} records; resource types: {', '.join(types) or 'none'}"
@@ -134,8 +133,7 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
     if per_type:
         with ctx.progress.step("normalize: record outcomes and quarantine"):
             per_record = record_outcomes(staged).withColumn("mapping", F.lit(fingerprint))
-            lake.overwrite(per_record, "staging.record_outcomes")  # one row per record, read by two MERGEs
-            per_record = lake.read(spark, "staging.record_outcomes")
+            per_record = lake.materialize(spark, per_record, "staging.record_outcomes")  # one row per record, read by two MERGEs
             quarantine = per_record.select(*[F.lit("normalize").alias(c) if c == "stage" else F.col(c) for c in QUARANTINE_COLUMNS])
             # a record that normalizes now (after a mapping fix) leaves quarantine
             lake.merge(spark, quarantine, "phi.quarantine", keys=["record_id", "stage"],
@@ -292,9 +290,7 @@ def _not_older_by_window(ctx: RunContext, latest, current, bronze, table: str):
     order = Window.partitionBy("id").orderBy(*_latest_first(), F.desc("_carelake_new"))
     older = (both.withColumn("_n", F.row_number().over(order)).withColumn("_ours", F.max("_carelake_new").over(Window.partitionBy("id")))
              .filter("_n = 1 AND _carelake_new = 0 AND _ours = 1").select("id"))
-    name = f"staging.older_{table}"
-    ctx.lake.overwrite(older, name)
-    older = ctx.lake.read(ctx.spark, name)
+    older = ctx.lake.materialize(ctx.spark, older, f"staging.older_{table}")
     if older.limit(1).count() == 0:
         return latest
     return latest.join(older, "id", "left_anti")
@@ -313,12 +309,10 @@ def _link(ctx: RunContext, new_patients, incremental: bool) -> None:
         return
 
     def materialize(df, name):
-        lake.overwrite(df, f"staging.{name}")
-        return lake.read(spark, f"staging.{name}")
+        return lake.materialize(spark, df, f"staging.{name}")
 
     keys = person_keys(patients, settings.get("rules"), settings.get("national_id_systems"), materialize=materialize)
-    lake.overwrite(keys, "staging.person_keys")
-    lake.merge(spark, lake.read(spark, "staging.person_keys"), "phi.person_xref", keys=["patient_id"])
+    lake.merge(spark, lake.materialize(spark, keys, "staging.person_keys"), "phi.person_xref", keys=["patient_id"])
 
 
 def _relink(ctx: RunContext) -> int:
@@ -337,8 +331,7 @@ def _relink(ctx: RunContext) -> int:
             ~F.col("person_key").eqNullSafe(F.col("_key"))).select("id", "_key")
         n = ids.count()
         if n:
-            lake.overwrite(ids, "staging.relinked")
-            relinked = current.join(lake.read(spark, "staging.relinked"), "id").withColumn("person_key", F.col("_key"))
+            relinked = current.join(lake.materialize(spark, ids, "staging.relinked"), "id").withColumn("person_key", F.col("_key"))
             lake.merge(spark, relinked.select(*SILVER_COLUMNS), f"silver.{table}", keys=["id"], partition_by=["hospital"])
             moved += n
     return moved

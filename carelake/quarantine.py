@@ -47,8 +47,7 @@ def retry(ctx: RunContext, *, code: str | None = None, hospital: str | None = No
     bronze = lake.read(spark, "bronze.records").join(selected.select("record_id").distinct(), "record_id", "left_semi")
     mapping = mapping_for(ctx.config)
     with ctx.progress.step("quarantine retry: normalize the quarantined records") as note:
-        lake.overwrite(normalize_records(bronze, mapping), "staging.retry")
-        staged = lake.read(spark, "staging.retry")
+        staged = lake.materialize(spark, normalize_records(bronze, mapping), "staging.retry")
         per_record = record_outcomes(staged)
         # the same record_status layout as the normalize stage (which skips records of this mapping)
         status = lake.read(spark, "phi.record_status") if lake.exists("phi.record_status") else None
@@ -74,8 +73,7 @@ def retry(ctx: RunContext, *, code: str | None = None, hospital: str | None = No
             patients = new if known is None else known.join(new.select("id"), "id", "left_anti").unionByName(new)
             settings = getattr(ctx.config, "linkage", None) or {}
             keys = person_keys(patients, settings.get("rules"), settings.get("national_id_systems"))
-            lake.overwrite(keys, "staging.retry_person_keys")
-            lake.merge(spark, lake.read(spark, "staging.retry_person_keys"), "phi.person_xref", keys=["patient_id"])
+            lake.merge(spark, lake.materialize(spark, keys, "staging.retry_person_keys"), "phi.person_xref", keys=["patient_id"])
     xref = lake.read(spark, "phi.person_xref").select("patient_id", "person_key")
 
     recovered = {}

@@ -213,6 +213,14 @@ def test_overwrite_partition_only(spark, lake):
     assert sorted((r.p, r.n) for r in lake.read(spark, "gold.t").collect()) == [("x", 9), ("y", 2)]
 
 
+def test_materialize_evaluates_the_frame_once_and_reads_the_table(spark, lake):
+    """What reads the result reads the written table, not the frame's plan run again over its inputs."""
+    lake.overwrite(spark.createDataFrame([(1,), (2,)], "n int"), "silver.source")
+    staged = lake.materialize(spark, lake.read(spark, "silver.source").filter("n > 1"), "staging.picked")
+    lake.overwrite(spark.createDataFrame([(7,), (8,)], "n int"), "silver.source")
+    assert [r.n for r in staged.collect()] == [2] == [r.n for r in lake.read(spark, "staging.picked").collect()]
+
+
 def test_tables_lists_zone_path_and_rows(spark, lake):
     lake.overwrite(spark.createDataFrame([(1,), (2,), (3,)], "n int"), "gold.three")
     lake.overwrite(spark.createDataFrame([(1,)], "n int"), "silver.one")
