@@ -182,7 +182,8 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
         linkage["patients"] = xref.count()
         truth = _truth(ctx)
         if truth is not None:
-            linkage["ground_truth"] = linkage_metrics(xref, truth)
+            with ctx.progress.step("normalize: person linkage against the generator's ground truth"):
+                linkage["ground_truth"] = linkage_metrics(xref, truth)
     if per_type:
         # last: from here on the records count as normalized with this mapping (see the docstring)
         with ctx.progress.step("normalize: record outcomes"):
@@ -191,7 +192,9 @@ def run(ctx: RunContext, *, full: bool = False) -> dict:
             else:
                 lake.merge(spark, per_record, "phi.record_status", keys=["record_id"], partition_by=["hospital"])
     records = sum(per_type.values()) if per_type else 0
-    return {"silver": written, "conservation": conservation(ctx), "linkage": linkage, "unmapped_codes": unmapped,
+    with ctx.progress.step("normalize: every bronze record has an outcome (conservation)"):
+        balance = conservation(ctx)
+    return {"silver": written, "conservation": balance, "linkage": linkage, "unmapped_codes": unmapped,
             "mapped": {"full": not incremental, "resources_and_quarantined": records, "mapping": fingerprint}}
 
 

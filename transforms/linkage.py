@@ -231,19 +231,23 @@ def linkage_metrics(xref, truth) -> dict:
 
     A pair is two Patient records; predicted pairs share a person_key, true pairs share a person. Only
     Patients present in both inputs count. Returns counts and the two ratios (1.0 when undefined).
+
+    Counted per group, not by pairing records: n records that share a key make n(n-1)/2 pairs. A join of
+    the records with themselves on "same key OR same person" has no equality to hash on, so the engine
+    compared every two records: 181 s for the 136,116 Patients of 100,000 persons, where these groupings
+    take about a second.
     """
-    joined = xref.select("patient_id", "person_key").join(truth.select("patient_id", "person"), "patient_id")
-    left, right = joined.alias("l"), joined.alias("r")
-    pairs = left.join(right, (F.col("l.patient_id") < F.col("r.patient_id")) & (
-        (F.col("l.person_key") == F.col("r.person_key")) | (F.col("l.person") == F.col("r.person"))))
-    row = pairs.agg(
-        F.sum(F.when(F.col("l.person_key") == F.col("r.person_key"), 1).otherwise(0)).alias("predicted"),
-        F.sum(F.when(F.col("l.person") == F.col("r.person"), 1).otherwise(0)).alias("true"),
-        F.sum(F.when((F.col("l.person_key") == F.col("r.person_key")) & (F.col("l.person") == F.col("r.person")), 1).otherwise(0)).alias("both"),
-    ).collect()[0]
-    predicted, true, both = int(row["predicted"] or 0), int(row["true"] or 0), int(row["both"] or 0)
+    matched = xref.select("patient_id", "person_key").join(truth.select("patient_id", "person"), "patient_id")
+
+    def pairs(*keys) -> int:
+        n = F.col("n")
+        groups = matched.filter(" AND ".join(f"{k} IS NOT NULL" for k in keys)).groupBy(*keys).agg(F.count(F.lit(1)).alias("n"))
+        return int(groups.agg(F.sum((n * (n - 1) / 2).cast("long")).alias("pairs")).collect()[0]["pairs"] or 0)
+
+    # a null key shares nothing, not even with another null
+    predicted, true, both = pairs("person_key"), pairs("person"), pairs("person_key", "person")
     return {
-        "patients": joined.count(), "predicted_pairs": predicted, "true_pairs": true, "correct_pairs": both,
+        "patients": matched.count(), "predicted_pairs": predicted, "true_pairs": true, "correct_pairs": both,
         "precision": round(both / predicted, 4) if predicted else 1.0,
         "recall": round(both / true, 4) if true else 1.0,
     }

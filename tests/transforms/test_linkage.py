@@ -139,6 +139,28 @@ def test_linkage_on_generated_data_with_noise_meets_precision_and_recall(tmp_pat
     assert metrics["recall"] >= 0.95
 
 
+def test_linkage_metrics_count_the_pairs_a_comparison_of_every_two_records_counts(spark):
+    """Counted per group; checked against the pairs themselves, nulls and Patients outside the truth included."""
+    import random
+    from itertools import combinations
+
+    rng = random.Random(7)
+    xref = [(f"p{i}", rng.choice(["k1", "k2", "k3", "k4", None])) for i in range(60)]
+    truth = [(f"p{i}", rng.choice(["a", "b", "c", None])) for i in range(5, 70)]  # p0-p4 unknown to the truth
+    person = dict(truth)
+    known = [(pid, key) for pid, key in xref if pid in person]
+    predicted = true = both = 0
+    for (p1, k1), (p2, k2) in combinations(known, 2):
+        same_key = k1 is not None and k1 == k2
+        same_person = person[p1] is not None and person[p1] == person[p2]
+        predicted, true, both = predicted + same_key, true + same_person, both + (same_key and same_person)
+    metrics = linkage_metrics(spark.createDataFrame(xref, "patient_id string, person_key string"),
+                              spark.createDataFrame(truth, "patient_id string, person string"))
+    assert (metrics["patients"], metrics["predicted_pairs"], metrics["true_pairs"], metrics["correct_pairs"]) == (
+        len(known), predicted, true, both)
+    assert metrics["precision"] == round(both / predicted, 4) and 0 < both < predicted
+
+
 # ---------------------------------------------------------------------------------------------------
 # Memory: the blocking aggregates must not grow with the number of blocks beyond what the engine can spill
 
