@@ -231,8 +231,15 @@ def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, re
     if current.select("id").join(latest.select("id"), "id", "left_semi").limit(1).count() == 0:
         return latest  # no id delivered again: nothing to compare (the usual case but for Patients)
     if large or current.count() > JOIN_MAX_RECORDS:
-        if not _contested(rows, current):
+        contested = _contested(ctx, rows, current, table)
+        count = contested.count()
+        if count == 0:
             return latest  # a re-map: each silver row's own delivery is among this run's rows
+        if count <= lake.limits.merge_batch_rows:
+            # few (a daily run's Patients delivered again): only their silver rows and those rows'
+            # deliveries take part, not all of bronze; the joins build on the small staged tables
+            current = lake.materialize(spark, current.join(contested, "id", "left_semi"), f"staging.contested_rows_{table}")
+            bronze = bronze.join(current.select("record_id"), "record_id", "left_semi")
         return _not_older_by_window(ctx, latest, current, bronze, table)
     keys = bronze.select(F.col("record_id").alias("_c_record"), F.col("received_at").alias("_c_received"),
                          F.col("source").alias("_c_source"), F.col("position").alias("_c_position"))
@@ -252,20 +259,20 @@ def _winners(ctx: RunContext, rows, table: str, bronze, incremental: bool, *, re
     return joined.filter(not_older).drop("_c_record", "_c_received", "_c_source", "_c_position", "_c_updated")
 
 
-def _contested(rows, current) -> bool:
-    """Whether some id of this run's `rows` has its silver row from a delivery that is not among them.
+def _contested(ctx: RunContext, rows, current, table: str):
+    """The ids of this run's `rows` whose silver row came from a delivery that is not among them, staged.
 
     Where silver's row of an id came from a record this run mapped again under the same id, this run's
     latest delivery of the id is that record or a later one, and wins: no comparison with bronze's
     delivery columns is needed. That is every id of a re-map, which maps every record again; at 100,000
     patients the comparison aggregated bronze's 20 M records once per silver table (~630 s of the
     re-map). Two aggregations over (id, record_id) pairs decide it, and they spill; a join of the two
-    tables would not. Where some id is contested (a backfill of older files, a record that maps to
-    nothing now), `_not_older_by_window` compares every id."""
+    tables would not. Contested ids (a backfill of older files, a daily delivery of known Patients, a
+    record that maps to nothing now) go through `_not_older_by_window`."""
     pairs = rows.select("id", "record_id", F.lit(1).alias("_new")).unionByName(current.select("id", "record_id", F.lit(0).alias("_new")))
     per_pair = pairs.groupBy("id", "record_id").agg(F.max("_new").alias("_new"))  # 0: silver's pair, not mapped again
     per_id = per_pair.groupBy("id").agg(F.max("_new").alias("_ours"), F.min("_new").alias("_bare"))
-    return per_id.filter("_ours = 1 AND _bare = 0").limit(1).count() > 0
+    return ctx.lake.materialize(ctx.spark, per_id.filter("_ours = 1 AND _bare = 0").select("id"), f"staging.contested_{table}")
 
 
 def _not_older_by_window(ctx: RunContext, latest, current, bronze, table: str):

@@ -57,12 +57,18 @@ def _patient(updated: str) -> str:
     return json.dumps({"resourceType": "Patient", "id": "p1", "meta": {"lastUpdated": updated}})
 
 
-@pytest.mark.parametrize("join_max", [normalize.JOIN_MAX_RECORDS, 0], ids=["joins", "window"])
-def test_an_older_delivery_mapped_later_does_not_replace_a_newer_one(tmp_path, spark, monkeypatch, join_max):
-    """The same winners whether silver is compared by joins or, when too large for them, by a window."""
+@pytest.mark.parametrize("join_max, few", [(normalize.JOIN_MAX_RECORDS, 1), (0, 1), (0, 0)],
+                         ids=["joins", "window-over-the-few-contested", "window-over-all"])
+def test_an_older_delivery_mapped_later_does_not_replace_a_newer_one(tmp_path, spark, monkeypatch, join_max, few):
+    """The same winners whether silver is compared by joins or, when too large for them, by a window:
+    over the contested ids' silver rows and deliveries alone when they are few (`merge_batch_rows`),
+    else over all of bronze."""
+    import dataclasses
+
     monkeypatch.setattr(normalize, "JOIN_MAX_RECORDS", join_max)
     config = load_config(None)
     lake = Lake.from_config(config, tmp_path)
+    lake = Lake(lake.workdir, lake.zones, dataclasses.replace(lake.limits, merge_batch_rows=few))
     columns = "record_id string, received_at string, source string, position long"
     lake.overwrite(spark.createDataFrame([("r-new", "2024-02-01T00:00:00Z", "b.ndjson", 1)], columns), "bronze.records")
     silver = "id string, hospital string, feed string, record_id string, patient_id string, person_key string, resource string"
@@ -107,17 +113,19 @@ def test_a_remap_past_the_join_limit_needs_no_comparison_with_bronze(ctx, monkey
     assert _contents(ctx) == before
 
 
-def test_contested_ids_are_those_whose_silver_delivery_the_run_did_not_map_again(spark):
+def test_contested_ids_are_those_whose_silver_delivery_the_run_did_not_map_again(spark, tmp_path):
     pairs = "id string, record_id string"
+    ctx = SimpleNamespace(lake=Lake.from_config(load_config(None), tmp_path), spark=spark)
 
     def contested(run, silver):
-        return normalize._contested(spark.createDataFrame(run, pairs), spark.createDataFrame(silver, pairs))
+        found = normalize._contested(ctx, spark.createDataFrame(run, pairs), spark.createDataFrame(silver, pairs), "patient")
+        return sorted(r["id"] for r in found.collect())
 
-    assert not contested([("p1", "r1"), ("p2", "r2")], [("p1", "r1"), ("p2", "r2")])  # a re-map
-    assert not contested([("p1", "r1"), ("p1", "r0")], [("p1", "r1")])  # and an older delivery beside it
-    assert not contested([("p1", "r1")], [("p1", "r1"), ("p9", "r9")])  # an id the run does not have
-    assert contested([("p1", "r0")], [("p1", "r1")])  # a backfill: silver's delivery may be the newer
-    assert contested([("p1", "r2"), ("p2", "r2")], [("p1", "r2"), ("p2", "r1")])  # one such id is enough
+    assert contested([("p1", "r1"), ("p2", "r2")], [("p1", "r1"), ("p2", "r2")]) == []  # a re-map
+    assert contested([("p1", "r1"), ("p1", "r0")], [("p1", "r1")]) == []  # and an older delivery beside it
+    assert contested([("p1", "r1")], [("p1", "r1"), ("p9", "r9")]) == []  # an id the run does not have
+    assert contested([("p1", "r0")], [("p1", "r1")]) == ["p1"]  # a backfill: silver's delivery may be the newer
+    assert contested([("p1", "r2"), ("p2", "r2")], [("p1", "r2"), ("p2", "r1")]) == ["p2"]
 
 
 def test_conservation_counts_the_same_by_join_and_by_aggregation(tmp_path, spark, monkeypatch):
