@@ -265,8 +265,8 @@ def _contested(ctx: RunContext, rows, current, table: str):
     Where silver's row of an id came from a record this run mapped again under the same id, this run's
     latest delivery of the id is that record or a later one, and wins: no comparison with bronze's
     delivery columns is needed. That is every id of a re-map, which maps every record again; at 100,000
-    patients the comparison aggregated bronze's 20 M records once per silver table (~630 s of the
-    re-map). Two aggregations over (id, record_id) pairs decide it, and they spill; a join of the two
+    patients the comparison aggregated bronze's 20 M records once per silver table (about 420 s of
+    the re-map). Two aggregations over (id, record_id) pairs decide it, and they spill; a join of the two
     tables would not. Contested ids (a backfill of older files, a daily delivery of known Patients, a
     record that maps to nothing now) go through `_not_older_by_window`."""
     pairs = rows.select("id", "record_id", F.lit(1).alias("_new")).unionByName(current.select("id", "record_id", F.lit(0).alias("_new")))
