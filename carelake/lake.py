@@ -204,9 +204,7 @@ class Lake:
     def overwrite(self, df, table: str, *, partition_by: list[str] | None = None, replace_where: str | None = None) -> None:
         """Replace the table (or, with `replace_where`, the rows of one partition) by `df`."""
         def write():
-            writer = self._writer(df).mode("overwrite").option("overwriteSchema", "true")
-            if partition_by:
-                writer = writer.partitionBy(*partition_by)
+            writer = self._writer(df, "overwrite", partition_by).option("overwriteSchema", "true")
             if replace_where and self.exists(table):
                 writer = writer.option("replaceWhere", replace_where)
             writer.save(str(self.path(table)))
@@ -220,9 +218,10 @@ class Lake:
         self.overwrite(df, table)
         return self.read(spark, table)
 
-    def _writer(self, df):
+    def _writer(self, df, mode: str, partition_by: list[str] | None):
         # Sail's option; JVM Spark's Delta writer ignores options it does not read (not run here: no Delta jars)
-        return df.write.format("delta").option("targetFileSize", self.limits.target_file_bytes)
+        writer = df.write.format("delta").option("targetFileSize", self.limits.target_file_bytes).mode(mode)
+        return writer.partitionBy(*partition_by) if partition_by else writer
 
     def merge(self, spark, df, table: str, *, keys: list[str], partition_by: list[str] | None = None,
               delete_when: str | None = None, insert_when: str | None = None, update: bool = True,
@@ -249,11 +248,8 @@ class Lake:
         def create() -> bool:
             # mode "error", not "overwrite": when another run creates the table first, its rows must
             # not be replaced; we lose the race, see "already exists" and MERGE instead
-            writer = self._writer(rows).mode("error")
-            if partition_by:
-                writer = writer.partitionBy(*partition_by)
             try:
-                writer.save(path)
+                self._writer(rows, "error", partition_by).save(path)
                 return True
             except Exception as exc:
                 if "already exists" in str(exc):
@@ -369,10 +365,7 @@ class Lake:
     def _append(self, rows, table: str, partition_by: list[str] | None) -> None:
         """Append `rows` to `table` in one commit."""
         def write():
-            writer = self._writer(rows).mode("append")
-            if partition_by:
-                writer = writer.partitionBy(*partition_by)
-            writer.save(str(self.path(table)))
+            self._writer(rows, "append", partition_by).save(str(self.path(table)))
 
         self._commit(table, write)
 
