@@ -133,11 +133,14 @@ def _plausible(column, *, upper: dt.date):
     return F.when(column.isNotNull(), (day >= F.lit("1900-01-01")) & (day <= F.lit(upper.isoformat())))
 
 
-def quality_view(table: str, df, *, targets: dict, as_of: dt.date):
+def quality_view(table: str, df, *, targets: dict, as_of: dt.date, stage=None):
     """A silver table (but its ``resource`` JSON) plus the derived check columns of the module docstring.
 
     `targets` maps a silver table name (``silver.patient``, ...) to its DataFrame, for reference
-    resolution; a missing target makes every reference to it unresolved.
+    resolution; a missing target makes every reference to it unresolved. `stage`, when given, writes a
+    frame and returns it read back (`Lake.materialize`): the columns read from the JSON are then
+    written once where two parts of the view read them (the Observations' usual unit per lab), instead
+    of the engine parsing the JSON for each part.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -179,6 +182,11 @@ def quality_view(table: str, df, *, targets: dict, as_of: dt.date):
     if kind == "DiagnosticReport":
         view = view.withColumn("_has_resource", F.col("resource").isNotNull())
     view = view.drop("_codings", "resource")
+    if kind == "Observation" and stage is not None:
+        # read twice below, by the reference joins and by the usual unit per lab: 607,761 Observations
+        # took 6.3-8.1 CPU s staged against 9.3-10.3 parsing the codings and unit again for the aggregate
+        view = stage(view)
+        labs = view.select("_lab", "_unit")
 
     if kind != "Patient":
         view = _resolves(view, "patient_id", targets.get("silver.patient"), "patient_resolves")
@@ -196,12 +204,13 @@ def quality_view(table: str, df, *, targets: dict, as_of: dt.date):
         resolve = F.when(F.col("_has_resource"), F.coalesce(F.col("_dangling"), F.lit(0)) == 0)
         view = view.join(dangling, "id", "left").withColumn("results_resolve", resolve).drop("_dangling", "_has_resource")
     if kind == "Observation":
-        # The usual unit per lab code from the silver rows themselves, reading only the two JSON paths
-        # it needs: the same rows as `view` (its reference joins neither add nor drop any), without
-        # evaluating those joins and the other JSON paths a second time for this aggregate.
-        labs = (df.select("hospital", F.from_json(_json(_CODE[kind][0]), _CODINGS).alias("_codings"),
-                          _json("$.valueQuantity.unit").alias("_unit"))
-                .select(lab.alias("_lab"), "_unit"))
+        # The usual unit per lab code over the same rows as `view` (its reference joins neither add nor
+        # drop any), without evaluating those joins for this aggregate: from the staged columns, else
+        # from the silver rows, reading only the two JSON paths it needs.
+        if stage is None:
+            labs = (df.select("hospital", F.from_json(_json(_CODE[kind][0]), _CODINGS).alias("_codings"),
+                              _json("$.valueQuantity.unit").alias("_unit"))
+                    .select(lab.alias("_lab"), "_unit"))
         usual = (labs.filter(F.col("_unit").isNotNull()).groupBy("_lab", "_unit").count()
                  .withColumn("_n", F.row_number().over(Window.partitionBy("_lab").orderBy(F.desc("count"), "_unit")))
                  .filter("_n = 1").select("_lab", F.col("_unit").alias("_usual")))
@@ -253,7 +262,8 @@ def run(ctx: RunContext) -> dict:
         def build():
             with ctx.progress.step(f"validate: quality view of {name}"):
                 staged = f"staging.quality_{name.removeprefix('silver.')}"
-                lake.overwrite(quality_view(name, silver[name], targets=silver, as_of=ctx.as_of), staged)
+                base = lambda frame: lake.materialize(spark, frame, f"{staged}_base")  # noqa: E731
+                lake.overwrite(quality_view(name, silver[name], targets=silver, as_of=ctx.as_of, stage=base), staged)
                 return lake.read(spark, staged)
         return build
 

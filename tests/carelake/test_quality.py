@@ -330,6 +330,44 @@ def test_quality_view_resolves_references_and_leaves_the_resource_out(spark):
     assert [(r["patient_resolves"], r["encounter_resolves"], r["results_resolve"]) for r in view.collect()] == [(False, False, False)]
 
 
+@pytest.mark.parametrize("staged", [False, True], ids=["from-json", "staged"])
+def test_quality_view_flags_units_other_than_the_usual_one_per_lab(spark, tmp_path, staged):
+    import datetime as dt
+
+    from carelake.validate import quality_view
+
+    # (hospital, codings, unit): the lab is the LOINC code, else hospital and local code
+    cases = [
+        ("h1", [("http://loinc.org", "2093-3")], "mg/dL"),
+        ("h2", [("http://loinc.org", "2093-3"), ("urn:carelake:h2:lab", "CHOL")], "mg/dL"),
+        ("h1", [("http://loinc.org", "2093-3")], "mmol/L"),  # 2 against 1: not the usual unit
+        ("h1", [("http://loinc.org", "2093-3")], None),  # no unit: the check does not apply
+        ("h1", [("urn:carelake:h1:lab", "CRP")], "g/dL"),
+        ("h1", [("urn:carelake:h1:lab", "CRP")], "g/L"),  # a tie: the first unit by name wins ("L" < "d")
+        ("h2", [("urn:carelake:h2:lab", "CRP")], "g/dL"),  # another hospital's CRP: a lab of its own
+    ]
+    rows = silver_rows("Observation", n=len(cases))
+    for row, (hospital, codings, unit) in zip(rows, cases):
+        resource = json.loads(row["resource"])
+        resource["code"] = {"coding": [{"system": s, "code": c} for s, c in codings]}
+        resource["valueQuantity"] = {"value": 1.0, **({"unit": unit} if unit else {})}
+        row["hospital"], row["resource"] = hospital, json.dumps(resource)
+    written = []
+
+    def stage(view):
+        written.append(view.columns)
+        view.write.format("delta").save(str(tmp_path / "base"))
+        return spark.read.format("delta").load(str(tmp_path / "base"))
+
+    view = quality_view("silver.observation", frame(spark, rows), targets={}, as_of=dt.date(2026, 1, 1),
+                        stage=stage if staged else None)
+    got = {r["id"]: r["unit_consistent"] for r in view.collect()}
+    assert got == {row["id"]: want for row, want in zip(rows, [True, True, False, None, False, True, True])}
+    assert not any(c.startswith("_") for c in view.columns)
+    # staged: the JSON's columns written once, without the resource
+    assert written == ([] if not staged else [written[0]]) and (not staged or "resource" not in written[0])
+
+
 def test_import_in_background_loads_great_expectations_in_a_daemon_thread():
     # a fresh interpreter: this one imported GE long ago
     import subprocess
