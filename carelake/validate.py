@@ -6,7 +6,9 @@ a *quality view* of each silver table: the silver columns plus derived check col
 resource with Spark's JSON functions (``get_json_object``, ``from_json``; Sail and JVM Spark both have
 them) and joins against the other silver tables (does the referenced Patient exist?). The views are
 written to ``staging.quality_<table>`` (phi zone: they are derived from PHI) so that GE's many queries
-read a materialised table instead of re-parsing JSON and re-joining for every expectation. The view
+read a materialised table instead of re-parsing JSON and re-joining for every expectation (the
+Observations' JSON-derived columns are staged once before the joins too, ``staging.quality_observation_base``:
+the usual unit per lab reads them as well). The view
 leaves out the resource JSON itself (half the bytes of the staged copy, and no expectation needs it
 once ``json_resource_type`` is read from it).
 
