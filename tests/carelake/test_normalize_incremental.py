@@ -199,3 +199,37 @@ def test_ids_delivered_again_are_compared_within_a_small_engine_pool(tmp_path, j
     done = run_in_small_pool(_REDELIVERED, str(tmp_path / "lake"), "150000", str(join_max), pool_mb=64, cwd=tmp_path)
     assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
     assert int(done.stdout.strip().splitlines()[-1]) == 150000  # every later delivery wins
+
+
+_DAILY = """
+import sys
+from pyspark.sql import functions as F
+from carelake import normalize
+from carelake.config import load_config
+from carelake.engine import get_spark
+from carelake.lake import Lake
+
+spark = get_spark()
+lake = Lake.from_config(load_config(None), sys.argv[1])
+records, new = int(sys.argv[2]), int(sys.argv[3])
+ids = spark.range(records).select(F.concat(F.lit("record-"), F.col("id").cast("string"), F.lit("-" + "x" * 40)).alias("record_id"), "id")
+lake.overwrite(ids.select("record_id", F.lit("h").alias("hospital"), F.lit("payload").alias("payload")), "bronze.records")
+mapping = F.when(F.col("id") < records - new, F.lit("current")).otherwise(F.lit("older"))  # the newest ids: mapped before
+lake.overwrite(ids.select("record_id", F.lit("h").alias("hospital"), mapping.alias("mapping")), "phi.record_status")
+normalize.JOIN_MAX_RECORDS = int(sys.argv[4])
+todo = normalize._not_mapped(lake, spark, lake.read(spark, "bronze.records"), "current")
+print(sorted(int(r["record_id"].split("-")[1]) for r in todo.select("record_id").collect()))
+"""
+
+
+@pytest.mark.parametrize("join_max", [7, 6], ids=["ids", "hashes"])
+def test_a_daily_run_on_a_large_lake_finds_its_few_records_within_a_small_engine_pool(tmp_path, join_max):
+    """1,000,000 records done with the current mapping and 7 not (mapped with an older one): an
+    incremental run maps those 7, in a 64 MiB pool. The anti-join with the records done held all
+    their ids in one hash table and failed there (a daily run at 100,000 patients filled the default
+    1.5 GiB pool with 20.4 M); the aggregation that replaces it past `JOIN_MAX_RECORDS` records done
+    can spill. Then bronze's rows are taken by their ids, or past `JOIN_MAX_RECORDS` of them by a
+    hash of each id."""
+    done = run_in_small_pool(_DAILY, str(tmp_path / "lake"), "1000000", "7", str(join_max), pool_mb=64, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+    assert done.stdout.strip().splitlines()[-1] == str(list(range(999_993, 1_000_000)))
