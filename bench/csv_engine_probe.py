@@ -165,6 +165,8 @@ def plan_observations(bronze, *, hospital: str, layout: dict, terminology: Termi
     fmt, zone = spec.get("datetime_format"), layout.get("timezone")
     if _datetime_pattern(fmt) is None or ("%z" not in fmt and not zone):
         return None
+    if (spec.get("values") or {}).get("code_system"):
+        return None  # hospital codes for code systems: Python
     payload = F.col("payload")
     fields = [f for f in FIELDS["observations"] if f in columns]
     # The cells staged first: the expressions below name each cell many times, and unstaged the engine
@@ -179,12 +181,8 @@ def plan_observations(bronze, *, hospital: str, layout: dict, terminology: Termi
     c = {f: F.col(f"_c_{f}") if f in fields else empty for f in FIELDS["observations"]}
 
     default = spec.get("default_code_system")
-    kinds = {name: kind for name, kind in _CODE_SYSTEM_SYNONYMS.items()}
-    kind_of = _literal_map(kinds)
+    kind_of = _literal_map(_CODE_SYSTEM_SYNONYMS)
     system_name = F.when(c["code_system"] != "", c["code_system"]).otherwise(F.lit(default) if default else empty)
-    own_values = {str(k): str(v) for k, v in ((spec.get("values") or {}).get("code_system") or {}).items()}
-    if own_values:
-        return None  # hospital codes for code systems: Python
     local = local_code_system(hospital, "lab")
     # terminology targets as their exact JSON text (fastjson writes them as Python does)
     loinc_sources = {code for (s, code) in terminology.entries if s == LOINC}
