@@ -51,7 +51,7 @@ from transforms.csv_feed import FIELDS, _CODE_SYSTEM_SYNONYMS, _FLAGS, _INTERPRE
 from transforms.systems import LOINC, UCUM, local_code_system
 from transforms.terminology import Terminology
 
-__all__ = ["plan_observations", "planned_feeds", "compare", "main"]
+__all__ = ["plan_observations", "planned_spec", "planned_feeds", "compare", "main"]
 
 _SAFE = r"^[!#-\[\]-~]*$"  # printable ASCII without space, quote or backslash
 _SAFE_TEXT = r"^([!#-\[\]-~]+( [!#-\[\]-~]+)*)?$"  # the same, single spaces between words
@@ -142,6 +142,24 @@ def _literal_map(pairs: dict[str, str]) -> Column:
     return F.create_map(*[F.lit(x) for pair in pairs.items() for x in pair]) if pairs else F.create_map().cast("map<string,string>")
 
 
+def planned_spec(layout: dict) -> dict | None:
+    """The observations entity of a CSV layout that `plan_observations` plans, or None (a category
+    column, panels, another encoding, a date-time format of other directives or local time without a
+    zone, hospital codes for code systems: those rows all go to Python)."""
+    spec = (layout.get("entities") or {}).get("observations")
+    if not spec:
+        return None
+    columns = set(spec["columns"])
+    if "observation_id" not in columns or "category" in columns or spec.get("panels") or layout.get("encoding", "utf-8") != "utf-8":
+        return None
+    fmt = spec.get("datetime_format")
+    if _datetime_pattern(fmt) is None or ("%z" not in fmt and not layout.get("timezone")):
+        return None
+    if (spec.get("values") or {}).get("code_system"):
+        return None
+    return spec
+
+
 def plan_observations(bronze, *, hospital: str, layout: dict, terminology: Terminology, stage=lambda df, name: df):
     """Bronze rows of one hospital's CSV feed -> its observation rows mapped by engine expressions.
 
@@ -156,17 +174,11 @@ def plan_observations(bronze, *, hospital: str, layout: dict, terminology: Termi
     Called twice: "cells", then "derived" (lookups, ids, the date-time). Measured on his-a's rows: 53
     us a row unstaged, 20 staged.
     """
-    spec = (layout.get("entities") or {}).get("observations")
-    if not spec:
+    spec = planned_spec(layout)
+    if spec is None:
         return None
     columns = set(spec["columns"])
-    if "observation_id" not in columns or "category" in columns or spec.get("panels") or layout.get("encoding", "utf-8") != "utf-8":
-        return None
-    fmt, zone = spec.get("datetime_format"), layout.get("timezone")
-    if _datetime_pattern(fmt) is None or ("%z" not in fmt and not zone):
-        return None
-    if (spec.get("values") or {}).get("code_system"):
-        return None  # hospital codes for code systems: Python
+    fmt, zone = spec["datetime_format"], layout.get("timezone")
     payload = F.col("payload")
     fields = [f for f in FIELDS["observations"] if f in columns]
     # The cells staged first: the expressions below name each cell many times, and unstaged the engine
@@ -280,7 +292,7 @@ def planned_feeds(bronze, mapping, stage=lambda df, name: df) -> dict:
                                      terminology=mapping.terminology,
                                      stage=lambda df, name: stage(df, f"{hospital.replace('-', '_')}_{name}"))
 
-        if plan_observations(csv.limit(0), hospital=hospital, layout=layout, terminology=mapping.terminology) is not None:
+        if planned_spec(layout) is not None:
             plans[hospital] = plan
     return plans
 
