@@ -269,7 +269,14 @@ def machine() -> dict:
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "platform": platform.platform(), "load_average_1m": round(os.getloadavg()[0], 1),
             "engine_memory_mb": int(os.environ.get("CARELAKE_ENGINE_MEMORY_MB") or DEFAULT_ENGINE_MEMORY_MB),
-            "udf_processes": _udf_processes()}
+            "udf_processes": _udf_processes(), "mappers": _compiled_status()}
+
+
+def _compiled_status() -> str:
+    """"compiled" where the UDF workers run the mypyc build of the mappers, else why not (`transforms._compiled`)."""
+    from transforms import _compiled
+
+    return _compiled.status
 
 
 def _udf_processes() -> int:

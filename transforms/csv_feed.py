@@ -124,7 +124,7 @@ _VITAL_SIGNS = frozenset({"8480-6", "8462-4", "29463-7", "8302-2", "8867-4", "92
                           "39156-5", "85354-9"})
 _V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 #: what the ``surrogateescape`` reader makes of a byte the encoding cannot decode
-_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_UNDECODABLE = re.compile("[" + chr(0xDC80) + "-" + chr(0xDCFF) + "]")  # chr: mypyc takes no surrogate literals
 _INTEGER = re.compile(r"[+-]?\d+")
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -187,7 +187,7 @@ def _check_header(path: Path, header: list[str], spec: dict, mapping_name: str) 
 
 def _row(header: list[str], cells: list[str], columns: dict[str, str]) -> dict:
     by_column = dict(zip(header, cells))
-    row = {field: by_column.get(column) for field, column in columns.items()}
+    row: dict = {field: by_column.get(column) for field, column in columns.items()}
     if len(cells) > len(header):
         row[EXTRA_CELLS] = cells[len(header):]
     return row
@@ -431,7 +431,7 @@ def _fixed_format(fmt: str) -> tuple[re.Pattern, str] | None:
 def _strptime(text: str, fmt: str) -> datetime:
     fixed = _fixed_format(fmt)
     match = fixed[0].fullmatch(text) if fixed is not None else None
-    if match is None:
+    if fixed is None or match is None:
         return datetime.strptime(text, fmt)
     try:
         return datetime.fromisoformat(fixed[1].format(*match.groups()))
@@ -546,7 +546,7 @@ def _observation_coding(r: _Row) -> dict:
     default = r.spec.get("default_code_system")
     if not v["code_system"] and not default:
         raise RecordError("MISSING_FIELD", f"{r.column('code_system')} is empty and the mapping has no default_code_system")
-    kind = _lookup(r, "code_system", _CODE_SYSTEM_SYNONYMS, v["code_system"] or default)
+    kind = _lookup(r, "code_system", _CODE_SYSTEM_SYNONYMS, v["code_system"] or default or "")
     system = LOINC if kind == "loinc" else local_code_system(r.hospital, "lab")
     return {"system": system, "code": v["code"]} | ({"display": v["display"]} if v["display"] else {})
 
@@ -634,7 +634,7 @@ def _component(r: _Row, raw: dict) -> dict:
 
 def _condition(r: _Row) -> dict:
     v = r.cells
-    resource = {
+    resource: dict = {
         "resourceType": "Condition", "id": r.id("Condition", "condition_id"),
         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
                                        "code": "active"}]},

@@ -60,7 +60,7 @@ def shape_of(node, leaves: list) -> object:
     """
     kind = type(node)
     if kind is dict:
-        parts = []
+        parts: list = []
         for key, value in node.items():
             if key == "resourceType" and type(value) is str:
                 parts.append((key, value))
@@ -118,8 +118,8 @@ def _always(_value) -> bool:
 class _Primitive:
     """Checks one leaf value against the pydantic validator of a FHIR primitive type."""
 
-    adapter: object
-    fast: typing.Callable[[str], bool] | None = None
+    adapter: typing.Any  # a pydantic TypeAdapter
+    fast: typing.Callable[[str], object] | None = None  # truthy: valid
     seen: set = field(default_factory=set)
 
     def __call__(self, value) -> bool:
@@ -142,7 +142,7 @@ class _Primitive:
 _checkers: dict = {}
 
 
-def _fast_for(annotation, value_type) -> typing.Callable[[str], bool] | None:
+def _fast_for(annotation, value_type) -> typing.Callable[[str], object] | None:
     if value_type is not str:
         return None
     from fhir_core import types as fhir_types

@@ -140,7 +140,7 @@ def _convert_in_place(resource: dict, hospital: str) -> dict:
     took cannot overflow the stack here. It cannot name the path of an impossible date, so it gives up
     (`_BadDate`, the tree half rewritten) and the caller parses again and takes the `_convert` path.
     """
-    stack = [resource]
+    stack: list = [resource]  # of any JSON value
     pop, extend = stack.pop, stack.extend
     rewrite, disjoint = _rewrite_reference, _WATCHED_KEYS.isdisjoint
     while stack:

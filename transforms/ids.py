@@ -25,7 +25,7 @@ def record_id(hospital: str, feed: str, payload: str | bytes) -> str:
     return _digest(hospital, feed, payload)
 
 
-def record_ids(hospital: str, feed: str) -> Callable[[str], str]:
+def record_ids(hospital: str, feed: str) -> Callable[[str | bytes], str]:
     """`record_id` of `hospital`'s `feed` for text payloads, for a caller hashing many records of one file."""
     if type(hospital) is not str or type(feed) is not str:  # let `record_id` raise for what it refuses
         return lambda payload: record_id(hospital, feed, payload)

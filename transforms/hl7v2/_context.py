@@ -43,7 +43,7 @@ def segment_parts(seg: Segment, varying: tuple[int, ...], build: Callable[[Segme
 def _packed_parts(build: Callable[[Segment, str, Terminology], dict], fields: tuple[str, ...], d: Delimiters,
                   hospital: str, terminology: _Identity) -> bytes | None:
     try:
-        return pack(build(Segment(fields[0], list(fields), d), hospital, terminology.obj))
+        return pack(build(Segment(fields[0], list(fields), d), hospital, terminology.obj))  # type: ignore[arg-type]  # the Terminology it stands for
     except PACK_ERRORS:
         return None
 
@@ -88,10 +88,10 @@ class Context:
     report_key: str | None = None
     report_status_given: bool = False
     request: dict | None = None  # the ServiceRequest of the current OBR group
-    order: object | None = None  # the ORC segment of the current order group
+    order: Segment | None = None  # the ORC segment of the current order group
     immunization: dict | None = None  # the RXA a following funding OBX belongs to
     medication: dict | None = None  # the RXE an RXR that follows gives the route of
-    rx_order: object | None = None  # the RXO of the current pharmacy order
+    rx_order: Segment | None = None  # the RXO of the current pharmacy order
     document: dict | None = None  # the TXA the OBX of an MDM add content to
     last: dict | None = None  # the resource an NTE that follows attaches to
     _ids: set = field(default_factory=set)

@@ -92,7 +92,7 @@ def _patient(pid: Segment, hospital: str, tz: str | None, field_name: str, want_
     if mrn_rep is not None:
         mrn_ident = dt.identifier(mrn_rep, hospital, system=mrn_system(hospital), type_code="MR")
         sent_type = dt.code(mrn_rep.component(5))
-        if sent_type and sent_type.upper() != "MR":
+        if mrn_ident and sent_type and sent_type.upper() != "MR":
             # The key is carelake's MRN (typed MR for linkage); the type the sender gave is kept beside it.
             mrn_ident["type"]["coding"].append({"system": vocab.V2_0203, "code": sent_type})
         add(mrn_ident)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import calendar
 import re
+import typing
 from functools import lru_cache
 from urllib.parse import quote
 
@@ -74,7 +75,7 @@ def _read_dtm(value: str) -> tuple[tuple[str, ...], str, str | None] | None:
         if not "01" <= day <= last_day or (hour is not None and hour > "23") \
                 or (minute is not None and minute > "59") or (second is not None and second > "59"):
             return None
-    parts = (year, month, day, hour, minute, second)
+    parts: tuple = (year, month, day, hour, minute, second)
     if second is None:
         parts = parts[:parts.index(None)]
     return parts, fraction or "", None if sign is None else f"{sign}{tz_hh}:{tz_mm}"
@@ -130,7 +131,7 @@ def fhir_datetime(value: str, field: str, tz: str | None = None) -> str | None:
         out = _datetime(value, tz)
         if out is _INVALID:
             raise _invalid(field)
-        return out
+        return typing.cast("str | None", out)
     return _format_datetime(_parse_dtm(value, field), tz)  # an offset that is not text: not memoised
 
 

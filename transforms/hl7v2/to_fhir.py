@@ -34,7 +34,7 @@ from transforms.hl7v2 import (
     _documents, _encounter, _immunization, _medications, _patient, _results, _scheduling, _zsegments,
 )
 from transforms.hl7v2._context import Context
-from transforms.hl7v2.parse import Message, parse_message
+from transforms.hl7v2.parse import Message, Segment, parse_message
 from transforms.terminology import Terminology
 
 __all__ = ["message_to_resources", "message_type", "check_overrides", "SUPPORTED_MESSAGE_CODES"]
@@ -110,7 +110,7 @@ def message_to_resources(
         counters[name] = counters.get(name, 0) + 1
         return counters[name]
 
-    schedule: dict[str, object] = {}  # SIU: the SCH (before PID) and its first TQ1 and AIS
+    schedule: dict[str, Segment] = {}  # SIU: the SCH (before PID) and its first TQ1 and AIS
 
     for seg in msg.all_segments:
         name = seg.name
