@@ -51,7 +51,7 @@ def run_baseline(conf: Path, out_dir: Path, *, limit: int | None = None, seed: i
     from transforms import deid
     from transforms.fhir_validate import validate
     from transforms.ingest import split_file
-    from transforms.normalize import RESOURCE_TABLES, _resources
+    from transforms.record_rows import RESOURCE_TABLES, _resources
     from transforms.sqlonfhir import compile_view
 
     config = load_config(conf)

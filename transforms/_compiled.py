@@ -29,11 +29,11 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-#: the modules compiled, all or none: the mappers and the fast validator. Not what the engine pickles
-#: for its UDF workers, which compiled code does not survive: transforms.normalize's closures, and the
-#: mapping's `Terminology` (a frozen dataclass).
+#: the modules compiled, all or none: the per-record work of the map step (the mappers, the fast validator,
+#: the rows). Not what the engine pickles by value for its UDF workers, which compiled code does not
+#: survive: transforms.normalize's closures, and the mapping's `Terminology` (a frozen dataclass).
 MODULES = (
-    "transforms.csv_feed", "transforms.fhir_feed", "transforms.fast_validate",
+    "transforms.record_rows", "transforms.csv_feed", "transforms.fhir_feed", "transforms.fast_validate",
     "transforms.fastjson", "transforms.ids", "transforms.systems",
     "transforms.hl7v2._context", "transforms.hl7v2._documents", "transforms.hl7v2._encounter",
     "transforms.hl7v2._immunization", "transforms.hl7v2._medications", "transforms.hl7v2._orders",
