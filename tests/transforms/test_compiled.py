@@ -115,12 +115,13 @@ def _mutants(records: list[dict], count: int) -> list[dict]:
 
 
 def _extdata_messages() -> list[dict]:
-    """Every public HL7 v2 message of ../shared/extdata as a bronze record (none where it is absent)."""
+    """Every public HL7 v2 message of ../shared/extdata as a bronze record, nHapi's fuzzed bad inputs
+    included (none where the data is absent)."""
     from transforms.hl7v2 import split_file_messages
 
     out = []
     for path in sorted((EXTDATA / "hl7v2").rglob("*")) if (EXTDATA / "hl7v2").is_dir() else []:
-        if path.is_file() and path.suffix.lower() in (".hl7", ".txt", ".er7", ".msg"):
+        if path.is_file():  # .hl7, .txt, and nHapi's fuzzed inputs, which have no suffix
             with open(path, "rb") as handle:
                 try:
                     messages = list(split_file_messages(handle))
