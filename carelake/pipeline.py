@@ -62,6 +62,8 @@ def run_pipeline(config: Config | Path | str | None, workdir: Path | str | None,
     from carelake.curate import deid_policy
 
     deid_policy(config, as_of or date.today())  # no key, no run: checked before any work
+    if "normalize" in stages:
+        _say_how_mappers_run()
     run_id = run_id or new_run_id()
     lake = Lake.from_config(config, workdir, run_id=run_id)  # staging private to this run
     lake.sweep_staging()
@@ -126,6 +128,17 @@ _OS_CONDITIONS = ("No space left on device", "Disk quota exceeded", "File too la
 #: always both (a hash join's build side); what to do about it, see carelake/engine.py
 _POOL_FULL_MARKS = ("Resources exhausted", "Failed to allocate additional")
 _POOL_FULL = "the engine's memory pool is full: raise CARELAKE_ENGINE_MEMORY_MB"
+
+
+def _say_how_mappers_run() -> None:
+    """A build of the compiled mappers that is not used (edited sources, another Python) costs a tenth of
+    the map step: say so; that none was built (CARELAKE_COMPILE=0, an install without it) is a choice."""
+    from transforms import _compiled
+
+    if _compiled.unused_build():
+        log.warning("the compiled mappers are not used, they run from source (slower): %s", _compiled.status)
+    else:
+        log.info("mappers: %s", _compiled.status)
 
 
 def describe_failure(exc: BaseException) -> str:

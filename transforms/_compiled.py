@@ -83,6 +83,13 @@ def install() -> str:
     return status
 
 
+def unused_build() -> bool:
+    """A build exists that this process does not run (sources edited since, another Python, files
+    missing), though nothing asked for the sources (``CARELAKE_COMPILED=0``)."""
+    return (status != "compiled" and os.environ.get("CARELAKE_COMPILED", "1") != "0"
+            and (BUILD_DIR / _MANIFEST).is_file())
+
+
 def _install() -> str:
     if os.environ.get("CARELAKE_COMPILED", "1") == "0":
         return "source (CARELAKE_COMPILED=0)"

@@ -157,3 +157,23 @@ def test_compiled_mappers_split_and_map_as_their_sources(tmp_path):
     outcomes = {row[6] for rows in compiled_rows for row in rows}
     reasons = {row[7] for rows in compiled_rows for row in rows if row[6] == "quarantined"}
     assert outcomes == {"normalized", "quarantined"} and "MAPPING_BUG" not in reasons, reasons
+
+
+def test_a_run_warns_when_a_build_is_not_used(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from carelake.pipeline import _say_how_mappers_run
+
+    monkeypatch.setattr(logging.getLogger("carelake"), "propagate", True)  # a bench run in this process turns it off
+    monkeypatch.setattr(_compiled, "BUILD_DIR", tmp_path)
+    _manifest(tmp_path)
+    monkeypatch.setattr(_compiled, "status", "source (sources changed since the build: run bin/setup)")
+    with caplog.at_level("INFO", logger="carelake"):
+        _say_how_mappers_run()
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "run bin/setup" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("CARELAKE_COMPILED", "0")  # asked for: no warning
+    monkeypatch.setattr(_compiled, "status", "source (CARELAKE_COMPILED=0)")
+    with caplog.at_level("INFO", logger="carelake"):
+        _say_how_mappers_run()
+    assert [r.levelname for r in caplog.records] == ["INFO"]
