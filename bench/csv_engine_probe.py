@@ -37,7 +37,6 @@ no expressions: all their rows would go to Python.
 from __future__ import annotations
 
 import argparse
-import re
 import resource
 import sys
 import time
@@ -47,7 +46,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from transforms import fastjson
-from transforms.csv_feed import FIELDS, _CODE_SYSTEM_SYNONYMS, _FLAGS, _INTERPRETATION, _VITAL_SIGNS
+from transforms.csv_feed import FIELDS, _CODE_SYSTEM_SYNONYMS, _FLAGS, _INTERPRETATION, _VITAL_SIGNS, format_pattern
 from transforms.systems import LOINC, UCUM, local_code_system
 from transforms.terminology import Terminology
 
@@ -75,23 +74,10 @@ def _offset_seconds(wall: Column, zone: str) -> Column:
 
 def _datetime_pattern(fmt: str | None) -> tuple[str, list[str]] | None:
     """(regular expression, its groups' directives) of a layout's date-time format, or None when not planned."""
-    if fmt is None:
+    found = format_pattern(fmt, _FIXED) if fmt is not None else None
+    if found is None or not set("YmdHM") <= set(found[1]):
         return None
-    parts, seen, i = [], [], 0
-    while i < len(fmt):
-        if fmt[i] == "%":
-            directive = fmt[i + 1:i + 2]
-            if directive not in _FIXED or directive in seen:
-                return None
-            seen.append(directive)
-            parts.append(_FIXED[directive])
-            i += 2
-        else:
-            parts.append(re.escape(fmt[i]))
-            i += 1
-    if not set("YmdHM") <= set(seen):
-        return None
-    return "^" + "".join(parts) + "$", seen
+    return "^" + found[0] + "$", found[1]
 
 
 def _datetime_cells(fmt: str, cell: Column) -> dict[str, Column]:

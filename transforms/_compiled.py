@@ -17,16 +17,12 @@ forces that. `status` says which: "compiled", "source (...why)".
 from __future__ import annotations
 
 import hashlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import json
 import os
-import shutil
-import subprocess
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
 #: the modules compiled, all or none: the per-record work of the map step (the mappers, the fast validator,
@@ -60,8 +56,10 @@ def _abi() -> str:
     return f"{sys.implementation.cache_tag} {sysconfig.get_config_var('EXT_SUFFIX')}"
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    """Serves the built extension of each compiled module (and mypyc's shared library) by name."""
+class _Finder:
+    """Serves the built extension of each compiled module (and mypyc's shared library) by name: a meta
+    path finder by its `find_spec` (not derived from importlib.abc, whose import was most of the 40 ms
+    this module added to every process start, UDF workers included)."""
 
     def __init__(self, files: dict[str, Path]):
         self.files = files
@@ -90,17 +88,31 @@ def unused_build() -> bool:
             and (BUILD_DIR / _MANIFEST).is_file())
 
 
+def _manifest(target: Path) -> dict | None:
+    try:
+        return json.loads((target / _MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _mismatch(manifest: dict, sources: dict[str, str]) -> str | None:
+    """Why `manifest` is not a build of `sources` for this Python, or None when it is."""
+    if manifest.get("abi") != _abi():
+        return "built for another Python"
+    if manifest.get("sources") != sources:
+        return "sources changed since the build"
+    return None
+
+
 def _install() -> str:
     if os.environ.get("CARELAKE_COMPILED", "1") == "0":
         return "source (CARELAKE_COMPILED=0)"
-    try:
-        manifest = json.loads((BUILD_DIR / _MANIFEST).read_text())
-    except (OSError, ValueError):
+    manifest = _manifest(BUILD_DIR)
+    if manifest is None:
         return "source (nothing built: bin/setup builds it)"
-    if manifest.get("abi") != _abi():
-        return "source (built for another Python: run bin/setup)"
-    if manifest.get("sources") != _digests():
-        return "source (sources changed since the build: run bin/setup)"
+    why = _mismatch(manifest, _digests())
+    if why:
+        return f"source ({why}: run bin/setup)"
     files = {name: BUILD_DIR / file for name, file in manifest["files"].items()}
     if any(name in sys.modules for name in MODULES) or not all(f.is_file() for f in files.values()):
         return "source (incomplete build or modules imported before: run bin/setup)"
@@ -112,13 +124,15 @@ def build(target: Path = BUILD_DIR) -> None:
     """Compile `MODULES` with mypyc into `target` (replaced), with the manifest `install` checks.
 
     mypyc compiles next to the sources, so it runs in a copy of the package; the tree stays clean."""
-    if (target / _MANIFEST).is_file():
-        with open(target / _MANIFEST) as f:
-            manifest = json.load(f)
-        if manifest.get("abi") == _abi() and manifest.get("sources") == _digests():
-            print("carelake setup: compiled mappers up to date", file=sys.stderr)
-            return
+    import shutil
+    import subprocess
+    import tempfile
+
     sources = _digests()
+    manifest = _manifest(target)
+    if manifest is not None and _mismatch(manifest, sources) is None:
+        print("carelake setup: compiled mappers up to date", file=sys.stderr)
+        return
     with tempfile.TemporaryDirectory(prefix="carelake-mypyc-") as tmp:
         work = Path(tmp)
         shutil.copytree(_SOURCE_ROOT / "transforms", work / "transforms",

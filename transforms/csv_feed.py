@@ -67,7 +67,7 @@ from transforms.terminology import Terminology
 
 __all__ = [
     "CsvLayoutError", "CsvRecord", "read_csv_records", "csv_row_to_resources", "csv_file_records",
-    "ENTITIES", "FIELDS", "REQUIRED", "EXTRA_CELLS", "COMPONENTS", "PANEL", "ID_FIELDS", "header_matches",
+    "ENTITIES", "FIELDS", "REQUIRED", "EXTRA_CELLS", "COMPONENTS", "PANEL", "ID_FIELDS", "header_matches", "format_pattern",
 ]
 
 ENTITIES = ("patients", "encounters", "observations", "conditions", "immunizations")
@@ -406,26 +406,36 @@ _ISO_TEMPLATE = "{Y}-{m}-{d}T{H}:{M}:{S}{z}"
 _ISO_DEFAULTS = {"m": "01", "d": "01", "H": "00", "M": "00", "S": "00", "z": ""}
 
 
-@lru_cache(maxsize=64)
-def _fixed_format(fmt: str) -> tuple[re.Pattern, str] | None:
-    """For `fmt` made only of `_FIXED_DIRECTIVES`: its pattern, and a `str.format` template that puts the
-    pattern's groups (in match order) into ISO 8601 text for `datetime.fromisoformat`. Else None."""
-    parts, i, seen = [], 0, []
+def format_pattern(fmt: str, directives: dict[str, str]) -> tuple[str, list[str]] | None:
+    """A strptime format made only of `directives` (each once) and literal text -> (a regular expression:
+    each directive's pattern, the text escaped; the directives in order). Else None."""
+    parts: list[str] = []
+    seen: list[str] = []
+    i = 0
     while i < len(fmt):
         if fmt[i] == "%":
             directive = fmt[i + 1:i + 2]
-            if directive not in _FIXED_DIRECTIVES or directive in seen:
+            if directive not in directives or directive in seen:
                 return None
             seen.append(directive)
-            parts.append(_FIXED_DIRECTIVES[directive])
+            parts.append(directives[directive])
             i += 2
         else:  # literally: strptime also takes other letter case and any run of whitespace here
             parts.append(re.escape(fmt[i]))
             i += 1
-    if "Y" not in seen:
+    return "".join(parts), seen
+
+
+@lru_cache(maxsize=64)
+def _fixed_format(fmt: str) -> tuple[re.Pattern, str] | None:
+    """For `fmt` made only of `_FIXED_DIRECTIVES`: its pattern, and a `str.format` template that puts the
+    pattern's groups (in match order) into ISO 8601 text for `datetime.fromisoformat`. Else None."""
+    found = format_pattern(fmt, _FIXED_DIRECTIVES)
+    if found is None or "Y" not in found[1]:
         return None
+    pattern, seen = found
     fields = {directive: f"{{{seen.index(directive)}}}" for directive in seen}
-    return re.compile("".join(parts)), _ISO_TEMPLATE.format_map(_ISO_DEFAULTS | fields)
+    return re.compile(pattern), _ISO_TEMPLATE.format_map(_ISO_DEFAULTS | fields)
 
 
 def _strptime(text: str, fmt: str) -> datetime:
