@@ -117,6 +117,7 @@ class DagsConf:
     vacuum_retention_hours: int
     allow_short_retention: bool
     quarantine_retention_days: int | None
+    quality_retention_days: int | None
     hospitals: tuple[HospitalSpec, ...] = field(default_factory=tuple)
 
 
@@ -204,6 +205,7 @@ def dag_conf(directory: Path | str | None = None) -> DagsConf:
         vacuum_retention_hours=_int(maintenance, "vacuum_retention_hours", 168, f"{where}: maintenance"),
         allow_short_retention=bool(maintenance.get("allow_short_retention", False)),
         quarantine_retention_days=_int(maintenance, "quarantine_retention_days", 365, f"{where}: maintenance", minimum=1),
+        quality_retention_days=_int(maintenance, "quality_retention_days", 365, f"{where}: maintenance", minimum=1),
         hospitals=hospitals,
     )
 
@@ -327,7 +329,8 @@ def check_connections(connection_ids: list[str] | tuple[str, ...]) -> dict:
 
 
 def maintain(step: str, *, now: datetime | None = None, conf_dir: str | Path | None = None, workdir: str | Path | None = None) -> dict:
-    """One maintenance step (`purge_quarantine`, `compact`, `vacuum`) with the settings of conf/airflow.yaml."""
+    """One maintenance step (`purge_quarantine`, `purge_quality_results`, `compact`, `vacuum`) with the
+    settings of conf/airflow.yaml."""
     from carelake import maintenance
     from carelake.config import load_config
     from carelake.lake import Lake
@@ -341,12 +344,16 @@ def maintain(step: str, *, now: datetime | None = None, conf_dir: str | Path | N
             if now is None:
                 raise CarelakeError("purge_quarantine needs `now` (the run's data interval end)")
             result = maintenance.purge_quarantine(lake, retention_days=settings.quarantine_retention_days, now=now)
+        elif step == "purge_quality_results":
+            if now is None:
+                raise CarelakeError("purge_quality_results needs `now` (the run's data interval end)")
+            result = maintenance.purge_quality_results(lake, retention_days=settings.quality_retention_days, now=now)
         elif step == "compact":
             result = maintenance.compact(lake)
         elif step == "vacuum":
             result = maintenance.vacuum(lake, retention_hours=settings.vacuum_retention_hours,
                                         enforce_retention_duration=not settings.allow_short_retention)
         else:
-            raise CarelakeError(f"unknown maintenance step {step!r}; steps: purge_quarantine, compact, vacuum")
+            raise CarelakeError(f"unknown maintenance step {step!r}; steps: purge_quarantine, purge_quality_results, compact, vacuum")
     log.info("carelake maintenance %s: %s", step, {k: v for k, v in result.items() if k != "tables"})
     return result

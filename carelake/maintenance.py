@@ -1,4 +1,5 @@
-"""Table maintenance with delta-rs: compaction, vacuum, quarantine retention.
+"""Table maintenance with delta-rs: compaction, vacuum, quarantine retention; and the retention of stored
+quality results.
 
 The embedded engine (Sail) has no OPTIMIZE or VACUUM, so maintenance goes through `deltalake` on the
 table folders directly; no Spark session is needed. Run it when no stage writes (the maintenance DAG
@@ -14,7 +15,7 @@ from pathlib import Path
 from carelake.errors import ConfigError
 from carelake.lake import Lake
 
-__all__ = ["delta_tables", "compact", "vacuum", "purge_quarantine", "MIN_RETENTION_HOURS"]
+__all__ = ["delta_tables", "compact", "vacuum", "purge_quarantine", "purge_quality_results", "MIN_RETENTION_HOURS"]
 
 #: delta-rs refuses a shorter vacuum retention unless told otherwise: readers of an older version
 #: (time travel, a long query) would lose their files.
@@ -99,3 +100,21 @@ def purge_quarantine(lake: Lake, *, retention_days: int, now: datetime) -> dict:
                            .when_matched_delete().execute())
                 counts[table] = int(metrics.get("num_target_rows_deleted", 0))
     return {"purged": len(expired), "cutoff": cutoff, "tables": counts}
+
+
+def purge_quality_results(lake: Lake, *, retention_days: int, now: datetime) -> dict:
+    """Forget quality results of validations run more than `retention_days` before `now`.
+
+    Every run adds one Great Expectations result per validated table (and its Data Docs page), and
+    every run lists them all and rebuilds the Data Docs index over them: kept forever, they make each
+    run slower than the one before (a year of daily runs: about 8 s more per run; docs/performance.md).
+    The run history's counts (the run report's trends) are not touched. `now` is the run's data
+    interval end, never the clock, so a rerun purges the same. See `carelake.quality.purge_results`.
+    """
+    from carelake.quality import purge_results
+
+    if retention_days < 1:
+        raise ConfigError(f"conf/airflow.yaml: maintenance.quality_retention_days must be at least 1, found {retention_days}")
+    cutoff = now.astimezone(timezone.utc) - timedelta(days=retention_days)
+    removed = purge_results(lake.reports, before=cutoff)
+    return {"purged": removed["results"], "runs": removed["runs"], "cutoff": cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")}

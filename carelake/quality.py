@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ __all__ = [
     "validate_tables",
     "build_data_docs",
     "load_report",
+    "purge_results",
     "import_in_background",
 ]
 
@@ -294,6 +296,47 @@ def load_report(reports_dir: Path | str, run_id: str) -> QualityReport:
         results += [ExpectationOutcome.from_dict(r) for r in json.loads(path.read_text(encoding="utf-8"))["results"]]
     index = reports_dir / "data_docs" / "index.html"
     return QualityReport(run_id=run_id, results=results, data_docs_index=index if index.exists() else None)
+
+
+def purge_results(reports_dir: Path | str, *, before: dt.datetime) -> dict[str, int]:
+    """Forget the stored results of validations run before `before` (timezone-aware).
+
+    Each validated table of each run leaves a result in GE's store and a page in Data Docs, and every
+    run lists the store and rebuilds the index over all of it: without a limit, each run costs more
+    than the one before (docs/performance.md). The results go from GE's store through its API; a run's
+    own summary (``reports_dir/validation/<run_id>/``, which `load_report` reads) goes once none of
+    its results is kept. Data Docs drops the pages of removed results at its next build (its index
+    builder cleans pages whose result is gone; see `_forget_run`). -> {"results": results removed,
+    "runs": run summaries removed}.
+    """
+    reports_dir = Path(reports_dir).resolve()
+    if not (reports_dir / "gx").is_dir():  # nothing validated here yet: make no GE project either
+        return {"results": 0, "runs": 0}
+    store = _context(reports_dir).validation_results_store
+    before = _utc(before)
+    removed, purged, kept = 0, set(), set()
+    for key in store.list_keys():
+        if _utc(key.run_id.run_time) < before:
+            store.remove_key(key)
+            removed += 1
+            purged.add(key.run_id.run_name)
+        else:
+            kept.add(key.run_id.run_name)
+    runs = 0
+    for run_id in sorted(r for r in purged - kept if r and _RUN_ID.match(r)):
+        folder = reports_dir / "validation" / run_id
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            runs += 1
+    return {"results": removed, "runs": runs}
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """`moment` as a plain UTC datetime; without a zone it is taken as UTC (GE stores UTC times, and a
+    time read back from a store path, or Airflow's pendulum time, may carry its zone differently)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        return dt.datetime(*moment.timetuple()[:6], moment.microsecond, tzinfo=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(moment.timestamp(), tz=dt.timezone.utc)
 
 
 # --- running --------------------------------------------------------------------------------------

@@ -194,8 +194,11 @@ zones, holding the same writer lock as the pipeline tasks:
 
 1. `purge_quarantine`: quarantined records received more than {CONF.quarantine_retention_days} days
    before the run's data interval end leave quarantine, record_status and bronze.
-2. `compact`: small files are bin-packed.
-3. `vacuum`: files no version of the last {CONF.vacuum_retention_hours} hours needs are deleted.
+2. `purge_quality_results`: stored validation results of runs more than {CONF.quality_retention_days} days
+   before the run's data interval end leave the reports (their Data Docs pages go at the next build);
+   each run lists them all, so kept forever they slow every run down.
+3. `compact`: small files are bin-packed.
+4. `vacuum`: files no version of the last {CONF.vacuum_retention_hours} hours needs are deleted.
 
 Settings: `conf/airflow.yaml`, section `maintenance`.
 """,
@@ -209,6 +212,13 @@ def carelake_maintenance():
         return maintain("purge_quarantine", now=now, conf_dir=CONF_DIR)
 
     @task
+    def purge_quality_results(purged: dict, **context) -> dict:
+        from carelake.airflow_tasks import maintain
+
+        now = context.get("data_interval_end") or context["dag_run"].run_after
+        return maintain("purge_quality_results", now=now, conf_dir=CONF_DIR)
+
+    @task
     def compact(purged: dict, **context) -> dict:
         from carelake.airflow_tasks import maintain
 
@@ -220,7 +230,7 @@ def carelake_maintenance():
 
         return maintain("vacuum", conf_dir=CONF_DIR)
 
-    vacuum(compact(purge_quarantine()))
+    vacuum(compact(purge_quality_results(purge_quarantine())))
 
 
 for _hospital in CONF.hospitals:

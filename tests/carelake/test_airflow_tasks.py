@@ -35,7 +35,7 @@ def test_the_project_conf_makes_one_ingest_dag_per_demo_hospital():
     assert [h.dag_id for h in conf.hospitals] == ["carelake_ingest_hosp-a", "carelake_ingest_hosp-b", "carelake_ingest_hosp-c"]
     assert all(h.schedule == "@daily" and [f.kind for f in h.feeds] == ["hl7v2", "csv", "fhir"] for h in conf.hospitals)
     assert conf.defaults.retries == 3 and conf.defaults.retry_exponential_backoff == 2.0
-    assert conf.vacuum_retention_hours == 168 and conf.quarantine_retention_days == 365
+    assert conf.vacuum_retention_hours == 168 and conf.quarantine_retention_days == 365 and conf.quality_retention_days == 365
     assert conf.start_date == datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 

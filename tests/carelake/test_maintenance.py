@@ -10,7 +10,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from carelake.errors import ConfigError
 from carelake.lake import Lake
-from carelake.maintenance import compact, delta_tables, purge_quarantine, vacuum
+from carelake.maintenance import compact, delta_tables, purge_quality_results, purge_quarantine, vacuum
 
 NOW = datetime(2026, 6, 30, tzinfo=timezone.utc)
 
@@ -67,3 +67,10 @@ def test_compact_then_vacuum_leaves_fewer_files_and_the_same_rows(lake):
     assert result["tables"]["phi/bronze/records"] == 4
     bronze = DeltaTable(str(lake.path("bronze.records")))
     assert len(bronze.file_uris()) == 1 and bronze.to_pyarrow_table().num_rows == 4
+
+
+def test_quality_results_retention_is_at_least_a_day_and_counts_from_now(lake):
+    with pytest.raises(ConfigError, match="quality_retention_days must be at least 1"):
+        purge_quality_results(lake, retention_days=0, now=NOW)
+    # no validation ever ran in this lake: nothing to purge, and the cutoff is the data interval's, not the clock's
+    assert purge_quality_results(lake, retention_days=30, now=NOW) == {"purged": 0, "runs": 0, "cutoff": "2026-05-31T00:00:00Z"}

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from carelake.errors import ConfigError, QualityGateError
-from carelake.quality import QualityReport, build_data_docs, load_report, load_suite, suites_for, validate_tables
+from carelake.quality import (QualityReport, build_data_docs, load_report, load_suite, purge_results, suites_for,
+                              validate_tables)
 from transforms.ids import record_id, resource_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,6 +143,41 @@ def test_data_docs_list_each_run_once_and_reruns_replace(spark, tmp_path):
     assert len(list((tmp_path / "reports/gx/uncommitted/validations").rglob("*.json"))) == 2
     again = load_report(tmp_path / "reports", "run-1")
     assert again.verdict == "pass" and len(again.results) == len(report.results)
+
+
+def test_purged_results_leave_the_store_the_run_summaries_and_at_the_next_build_the_data_docs(spark, tmp_path):
+    import datetime as dt
+
+    reports = tmp_path / "reports"
+    run(spark, tmp_path, {"silver.patient": silver_rows("Patient")}, run_id="run-1")
+    cutoff = dt.datetime.now(dt.timezone.utc)  # GE stamps each result with the time it was validated
+    tables = {"silver.patient": silver_rows("Patient"), "silver.encounter": silver_rows("Encounter")}
+    run(spark, tmp_path, tables, run_id="run-2")
+    stored = reports / "gx/uncommitted/validations"
+    assert len(list(stored.rglob("*.json"))) == 3
+
+    assert purge_results(reports, before=cutoff) == {"results": 1, "runs": 1}
+    assert sorted(p.parts[-3] for p in stored.rglob("*.json")) == ["run-2", "run-2"]
+    assert not (reports / "validation/run-1").exists() and (reports / "validation/run-2").is_dir()
+    with pytest.raises(ConfigError, match="no validation results for run 'run-1'"):
+        load_report(reports, "run-1")
+    assert load_report(reports, "run-2").verdict == "pass"
+    assert purge_results(reports, before=cutoff) == {"results": 0, "runs": 0}  # a rerun purges nothing more
+    # a time without its zone (as Airflow's may come) is UTC, not an error
+    assert purge_results(reports, before=cutoff.replace(tzinfo=None)) == {"results": 0, "runs": 0}
+
+    run(spark, tmp_path, tables, run_id="run-3")  # the next run's Data Docs build drops run-1's page
+    index = reports / "data_docs/index.html"
+    assert "run-1/" not in index.read_text() and "run-2/" in index.read_text()
+    pages = sorted({p.relative_to(index.parent / "validations").parts[2] for p in (index.parent / "validations").rglob("*.html")})
+    assert pages == ["run-2", "run-3"]
+
+
+def test_purging_a_reports_folder_that_never_held_a_validation_makes_nothing(tmp_path):
+    import datetime as dt
+
+    assert purge_results(tmp_path / "reports", before=dt.datetime.now(dt.timezone.utc)) == {"results": 0, "runs": 0}
+    assert not (tmp_path / "reports").exists()
 
 
 def test_deferred_data_docs_are_built_once_for_several_validations(spark, tmp_path):

@@ -233,6 +233,7 @@ def test_maintenance_compacts_and_vacuums_without_changing_contents(backfilled):
     workdir, results = backfilled
     maintenance = results[10]["xcoms"]
     assert maintenance["purge_quarantine"]["purged"] == 0  # quarantined in July, kept 365 days
+    assert maintenance["purge_quality_results"]["purged"] == 0  # validated by these runs, kept 365 days
     assert maintenance["compact"]["files_removed"] > 0
     assert maintenance["vacuum"]["files_deleted"] > 0
     assert results[11]["digest"] == results[9]["digest"]
