@@ -299,7 +299,7 @@ def load_report(reports_dir: Path | str, run_id: str) -> QualityReport:
 
 
 def purge_results(reports_dir: Path | str, *, before: dt.datetime) -> dict[str, int]:
-    """Forget the stored results of validations run before `before` (timezone-aware).
+    """Forget the stored results of validations run before `before` (UTC when it carries no zone).
 
     Each validated table of each run leaves a result in GE's store and a page in Data Docs, and every
     run lists the store and rebuilds the index over all of it: without a limit, each run costs more

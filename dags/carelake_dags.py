@@ -177,9 +177,14 @@ def carelake_curation():
     summary(validated, curated, marted)
 
 
+def _interval_end(context):
+    """The run's data interval end, never the clock: a rerun of a maintenance run purges the same."""
+    return context.get("data_interval_end") or context["dag_run"].run_after
+
+
 @dag(
     dag_id="carelake_maintenance",
-    description="quarantine retention, compaction and vacuum of every Delta table",
+    description="quarantine and quality results retention, compaction and vacuum of every Delta table",
     schedule=_timetable(CONF.maintenance_schedule),
     start_date=CONF.start_date,
     catchup=False,
@@ -208,15 +213,13 @@ def carelake_maintenance():
     def purge_quarantine(**context) -> dict:
         from carelake.airflow_tasks import maintain
 
-        now = context.get("data_interval_end") or context["dag_run"].run_after
-        return maintain("purge_quarantine", now=now, conf_dir=CONF_DIR)
+        return maintain("purge_quarantine", now=_interval_end(context), conf_dir=CONF_DIR)
 
     @task
     def purge_quality_results(purged: dict, **context) -> dict:
         from carelake.airflow_tasks import maintain
 
-        now = context.get("data_interval_end") or context["dag_run"].run_after
-        return maintain("purge_quality_results", now=now, conf_dir=CONF_DIR)
+        return maintain("purge_quality_results", now=_interval_end(context), conf_dir=CONF_DIR)
 
     @task
     def compact(purged: dict, **context) -> dict:
