@@ -22,6 +22,8 @@ __all__ = ["delta_tables", "compact", "vacuum", "purge_quarantine", "purge_quali
 MIN_RETENTION_HOURS = 168
 #: The tables that hold a quarantined record: its raw payload (bronze), its outcome and the reason.
 QUARANTINE_TABLES = ("phi.quarantine", "phi.record_status", "bronze.records")
+#: a cutoff as text: bronze's received_at form, and what the purges report
+_STAMP = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def delta_tables(lake: Lake, zones: tuple[str, ...] = ("phi", "curated")) -> dict[str, Path]:
@@ -80,11 +82,9 @@ def purge_quarantine(lake: Lake, *, retention_days: int, now: datetime) -> dict:
     import pyarrow.compute as pc
     from deltalake import DeltaTable
 
-    if retention_days < 1:
-        raise ConfigError(f"conf/airflow.yaml: maintenance.quarantine_retention_days must be at least 1, found {retention_days}")
+    cutoff = _cutoff(now, retention_days, "quarantine_retention_days").strftime(_STAMP)
     if not (lake.exists("phi.quarantine") and lake.exists("bronze.records")):
         return {"purged": 0, "tables": {}}
-    cutoff = (now.astimezone(timezone.utc) - timedelta(days=retention_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
     quarantined = DeltaTable(str(lake.path("phi.quarantine"))).to_pyarrow_table(columns=["record_id"])
     ids = pc.unique(quarantined.column("record_id"))
     bronze = DeltaTable(str(lake.path("bronze.records"))).to_pyarrow_dataset().to_table(
@@ -113,8 +113,13 @@ def purge_quality_results(lake: Lake, *, retention_days: int, now: datetime) -> 
     """
     from carelake.quality import purge_results
 
-    if retention_days < 1:
-        raise ConfigError(f"conf/airflow.yaml: maintenance.quality_retention_days must be at least 1, found {retention_days}")
-    cutoff = now.astimezone(timezone.utc) - timedelta(days=retention_days)
+    cutoff = _cutoff(now, retention_days, "quality_retention_days")
     removed = purge_results(lake.reports, before=cutoff)
-    return {"purged": removed["results"], "runs": removed["runs"], "cutoff": cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return {"purged": removed["results"], "runs": removed["runs"], "cutoff": cutoff.strftime(_STAMP)}
+
+
+def _cutoff(now: datetime, retention_days: int, setting: str) -> datetime:
+    """`now` less `retention_days` (in UTC); refuses a retention under a day, naming its `setting`."""
+    if retention_days < 1:
+        raise ConfigError(f"conf/airflow.yaml: maintenance.{setting} must be at least 1, found {retention_days}")
+    return now.astimezone(timezone.utc) - timedelta(days=retention_days)

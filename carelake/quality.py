@@ -332,11 +332,11 @@ def purge_results(reports_dir: Path | str, *, before: dt.datetime) -> dict[str, 
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
-    """`moment` as a plain UTC datetime; without a zone it is taken as UTC (GE stores UTC times, and a
-    time read back from a store path, or Airflow's pendulum time, may carry its zone differently)."""
+    """`moment` in UTC; without a zone (or with one that gives no offset) it is taken as UTC: GE stores
+    UTC times, and a time read back from a store path, or Airflow's, may carry its zone differently."""
     if moment.tzinfo is None or moment.utcoffset() is None:
-        return dt.datetime(*moment.timetuple()[:6], moment.microsecond, tzinfo=dt.timezone.utc)
-    return dt.datetime.fromtimestamp(moment.timestamp(), tz=dt.timezone.utc)
+        return moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc)
 
 
 # --- running --------------------------------------------------------------------------------------
