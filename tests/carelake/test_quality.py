@@ -180,6 +180,19 @@ def test_purging_a_reports_folder_that_never_held_a_validation_makes_nothing(tmp
     assert not (tmp_path / "reports").exists()
 
 
+def test_the_ge_project_keeps_no_config_variables_file_that_ge_would_parse_at_every_access(spark, tmp_path):
+    import yaml
+
+    run(spark, tmp_path, {"silver.patient": silver_rows("Patient")})
+    project = yaml.safe_load((tmp_path / "reports/gx/great_expectations.yml").read_text())
+    assert project.get("config_variables_file_path") is None  # GE scaffolds it; carelake keeps no variables there
+    # a project made before this setting existed loses the file path at its next run
+    path = tmp_path / "reports/gx/great_expectations.yml"
+    path.write_text(path.read_text().replace("config_variables_file_path:", "config_variables_file_path: uncommitted/config_variables.yml"))
+    assert run(spark, tmp_path, {"silver.patient": silver_rows("Patient")}, run_id="run-2").verdict == "pass"
+    assert yaml.safe_load(path.read_text()).get("config_variables_file_path") is None
+
+
 def test_deferred_data_docs_are_built_once_for_several_validations(spark, tmp_path):
     docs: list = []
     run(spark, tmp_path, {"silver.patient": silver_rows("Patient")}, run_id="run-1", docs=docs)
