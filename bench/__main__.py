@@ -45,7 +45,10 @@ sys.path.insert(0, str(ROOT))
 
 
 class TreeMonitor:
-    """Peak RSS (MiB) of this process and all its descendants, sampled in a background thread."""
+    """Peak RSS (MiB) of this process and all its descendants, sampled in a background thread; beside
+    the tree's, the peaks of this process alone (`client_peak`: the pipeline's client, the in-process
+    engine with it) and of its largest descendant (`worker_peak`: a UDF worker), which say where a
+    tree's peak sits."""
 
     def __init__(self, interval: float = 0.1):
         import psutil
@@ -54,6 +57,7 @@ class TreeMonitor:
         self._me = psutil.Process()
         self.interval = interval
         self.peak = self.overall_peak = self.step_peak = 0.0
+        self.client_peak = self.worker_peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -66,13 +70,22 @@ class TreeMonitor:
         return procs
 
     def rss_mb(self) -> float:
-        total = 0
+        return self._sample()[0]
+
+    def _sample(self) -> tuple[float, float, float]:
+        """(the tree's RSS, this process's, the largest descendant's), MiB."""
+        total = own = largest = 0
         for proc in self.tree():
             try:
-                total += proc.memory_info().rss
+                rss = proc.memory_info().rss
             except self._psutil.Error:
-                pass
-        return total / 2**20
+                continue
+            total += rss
+            if proc is self._me:
+                own = rss
+            else:
+                largest = max(largest, rss)
+        return total / 2**20, own / 2**20, largest / 2**20
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the live tree, plus what finished children used."""
@@ -89,7 +102,7 @@ class TreeMonitor:
 
     def reset_peak(self) -> None:
         """Start a new peak (a stage's); `overall_peak` keeps the run's."""
-        self.peak = self.rss_mb()
+        self.peak, self.client_peak, self.worker_peak = self._sample()
         self.overall_peak = max(self.overall_peak, self.peak)
 
     def step_done(self) -> float:
@@ -99,8 +112,9 @@ class TreeMonitor:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            now = self.rss_mb()
+            now, own, worker = self._sample()
             self.peak, self.step_peak = max(self.peak, now), max(self.step_peak, now)
+            self.client_peak, self.worker_peak = max(self.client_peak, own), max(self.worker_peak, worker)
             self.overall_peak = max(self.overall_peak, self.peak)
 
     def __enter__(self):
@@ -188,7 +202,8 @@ class StepLog(logging.Handler):
         if self._current:
             self.stages[self._current].update({
                 "seconds": round(time.monotonic() - self._started, 2),
-                "cpu_seconds": round(self.monitor.cpu_seconds() - self._cpu, 1), "peak_rss_mb": round(self.monitor.peak)})
+                "cpu_seconds": round(self.monitor.cpu_seconds() - self._cpu, 1), "peak_rss_mb": round(self.monitor.peak),
+                "client_peak_rss_mb": round(self.monitor.client_peak), "worker_peak_rss_mb": round(self.monitor.worker_peak)})
             self._current = None
 
 
@@ -342,7 +357,8 @@ def main(argv: list[str] | None = None) -> dict:
             runs.append(figures)
             for stage, f in figures["stages"].items():
                 say(f"  {stage:10s} in {f['records_in'] or '-':>9} out {f['rows_out']:>9}  {f['seconds']:8.1f} s"
-                    f"  cpu {f['cpu_seconds']:7.1f} s  peak {f['peak_rss_mb']:6d} MiB")
+                    f"  cpu {f['cpu_seconds']:7.1f} s  peak {f['peak_rss_mb']:6d} MiB"
+                    f" (client {f.get('client_peak_rss_mb', 0):6d}, a worker {f.get('worker_peak_rss_mb', 0):5d})")
             say(f"sail, round {number}: {figures['resources']} resources in {figures['seconds']} s = {figures['resources_per_s']}/s "
                 f"({figures['resources_per_cpu_s']}/cpu-s), peak RSS {figures['peak_rss_mb']} MiB" + (f", ERROR {figures['error']}" if figures["error"] else ""))
             if number > 1:

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
         result = run_carelake(args.workdir / "conf", args.workdir, monitor, stages=args.stages, full=args.full, handlers=(cpu,))
     result["peak_rss_mb"] = round(monitor.overall_peak)
     for name, figures in result["stages"].items():
-        say(f"{name}: {figures['seconds']} s, cpu {figures['cpu_seconds']} s, peak {figures['peak_rss_mb']} MiB")
+        say(f"{name}: {figures['seconds']} s, cpu {figures['cpu_seconds']} s, peak {figures['peak_rss_mb']} MiB "
+            f"(client {figures['client_peak_rss_mb']}, a worker {figures['worker_peak_rss_mb']})")
     say(f"{'wall s':>7} {'client cpu':>10} {'workers cpu':>11} {'peak MiB':>8}  step")
     for step, wall, own, others, peak in cpu.lines:
         say(f"{wall:7.1f} {own:10.1f} {others:11.1f} {peak:8.0f}  {step}")
