@@ -33,6 +33,12 @@ KINDS = ("sail", "spark-connect", "spark")
 DEFAULT_ENGINE_MEMORY_MB = 1536
 #: Rows per engine batch unless SAIL_EXECUTION__BATCH_SIZE says otherwise (Sail's own default: 8,192).
 ENGINE_BATCH_ROWS = 2048
+#: Session settings every kind gets unless conf/engine.yaml's `conf` says otherwise. PySpark's DataFrame
+#: debugging records the Python call site of every `pyspark.sql.functions` call (it walks the stack and,
+#: each time, tries to import IPython): about 35 us per call against 8, and each query carries the sites.
+#: The pipeline and Great Expectations build tens of thousands of such expressions per run; carelake's own
+#: errors name the stage, table and record instead.
+DEFAULT_CONF = {"spark.python.sql.dataFrameDebugging.enabled": "false"}
 
 _lock = threading.Lock()
 _session = None
@@ -98,7 +104,7 @@ def stop_spark() -> None:
 
 
 def _apply_conf(builder, settings: EngineSettings):
-    for key, value in settings.conf.items():
+    for key, value in {**DEFAULT_CONF, **settings.conf}.items():
         builder = builder.config(key, value)
     return builder
 

@@ -27,6 +27,29 @@ def test_session_is_shared_and_runs_sql(spark):
     assert spark.sql("SELECT 40 + 2 AS x").collect()[0].x == 42
 
 
+def test_the_session_records_no_python_call_sites(spark):
+    # on, every pyspark.sql.functions call walks the stack (DEFAULT_CONF)
+    from pyspark.errors.utils import is_debugging_enabled
+
+    assert spark.conf.get("spark.python.sql.dataFrameDebugging.enabled") == "false"
+    assert is_debugging_enabled() is False
+
+
+def test_conf_settings_override_the_defaults():
+    from carelake.engine import DEFAULT_CONF, _apply_conf
+
+    class Builder:
+        def __init__(self):
+            self.conf = {}
+
+        def config(self, key, value):
+            self.conf[key] = value
+            return self
+
+    settings = EngineSettings(kind="sail", conf={"spark.python.sql.dataFrameDebugging.enabled": "true", "a": "b"})
+    assert _apply_conf(Builder(), settings).conf == {**DEFAULT_CONF, "spark.python.sql.dataFrameDebugging.enabled": "true", "a": "b"}
+
+
 def test_asking_for_another_kind_while_running_fails(spark):
     with pytest.raises(EngineError, match="already running"):
         get_spark(EngineSettings(kind="spark-connect"))
