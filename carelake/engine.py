@@ -137,6 +137,12 @@ def _sail(settings: EngineSettings):
     _, port = server.listening_address
     log.info("embedded Sail engine listening on 127.0.0.1:%s", port)
     session = _apply_conf(SparkSession.builder.remote(f"sc://127.0.0.1:{port}"), settings).getOrCreate()
+    if os.environ.get("CARELAKE_ENGINE_REATTACH") != "1":
+        # Reattachable execution lets a client resume a result stream that a network broke, at the cost
+        # of more calls per query (reattach, release). Over loopback to a server in this very process
+        # there is no network to break: a trivial query took 4.1-4.8 ms with it and 1.8-2.1 ms without
+        # (CPU 5.2-6.0 against 2.1-2.4 ms), and a run sends some 650 queries and writes.
+        session.client.disable_reattachable_execute()
     return session
 
 

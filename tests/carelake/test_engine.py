@@ -35,6 +35,12 @@ def test_the_session_records_no_python_call_sites(spark):
     assert is_debugging_enabled() is False
 
 
+def test_the_embedded_engine_is_queried_without_reattachable_execution(spark):
+    # loopback to a server in this process: nothing to reattach to, and each query made more calls
+    assert spark.client._use_reattachable_execute is False
+    assert spark.range(3).count() == 3
+
+
 def test_conf_settings_override_the_defaults():
     from carelake.engine import DEFAULT_CONF, _apply_conf
 
