@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from bench.__main__ import STEP_DONE, TreeMonitor, run_carelake
@@ -32,18 +33,19 @@ from bench.__main__ import STEP_DONE, TreeMonitor, run_carelake
 
 class _StepCpu(logging.Handler):
     """At each "<step> done" line: CPU seconds since the handler was made, of this process and of its
-    children (the UDF workers), and the process tree's peak RSS since the step before."""
+    children (the UDF workers), and the process tree's peak RSS since the step before.
+
+    Read without touching /proc in the run's thread (see `TreeMonitor`): this process's CPU from the
+    clock, the tree's from the monitor's last sample, at most its interval old (so the workers' share
+    of a step is good to about 0.1 s of two cores)."""
 
     def __init__(self, monitor: TreeMonitor):
         super().__init__(logging.INFO)
-        import psutil
-
-        self.me, self.monitor, self.lines = psutil.Process(), monitor, []
+        self.monitor, self.lines = monitor, []
         self.start = self._now()
 
     def _now(self) -> tuple[float, float]:
-        own = self.me.cpu_times()
-        return own.user + own.system, self.monitor.cpu_seconds()
+        return time.process_time(), self.monitor.sampled_cpu_seconds()
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg == STEP_DONE and len(record.args) >= 2:
