@@ -86,9 +86,6 @@ class TreeMonitor:
             self._procs, self._listed = procs, now
         return self._procs
 
-    def rss_mb(self) -> float:
-        return self._sample()[0]
-
     def _sample(self) -> tuple[float, float, float]:
         """(the tree's RSS, this process's, the largest descendant's), MiB."""
         total = own = largest = 0
