@@ -339,15 +339,15 @@ def maintain(step: str, *, now: datetime | None = None, conf_dir: str | Path | N
     settings = dag_conf(directory)
     home = _workdir(workdir)
     lake = Lake.from_config(load_config(directory), home)
+    # the retentions: each purge with its setting, counted back from the run's data interval end
+    purges = {"purge_quarantine": (maintenance.purge_quarantine, settings.quarantine_retention_days),
+              "purge_quality_results": (maintenance.purge_quality_results, settings.quality_retention_days)}
     with _writer_lock(home):
-        if step == "purge_quarantine":
+        if step in purges:
             if now is None:
-                raise CarelakeError("purge_quarantine needs `now` (the run's data interval end)")
-            result = maintenance.purge_quarantine(lake, retention_days=settings.quarantine_retention_days, now=now)
-        elif step == "purge_quality_results":
-            if now is None:
-                raise CarelakeError("purge_quality_results needs `now` (the run's data interval end)")
-            result = maintenance.purge_quality_results(lake, retention_days=settings.quality_retention_days, now=now)
+                raise CarelakeError(f"{step} needs `now` (the run's data interval end)")
+            purge, days = purges[step]
+            result = purge(lake, retention_days=days, now=now)
         elif step == "compact":
             result = maintenance.compact(lake)
         elif step == "vacuum":
