@@ -27,9 +27,11 @@ def main() -> None:
 
     from pyspark import cloudpickle
 
+    from transforms import gc_settings
     from transforms.arrow import map_batches
     from transforms.udf_pool import from_ipc, read_frame, to_ipc, write_frame
 
+    gc_settings.relax()
     functions: dict[bytes, object] = {}
     while (frame := read_frame(requests)) is not None:
         key, payload, reset, schema = pickle.loads(frame)

@@ -296,3 +296,22 @@ def test_map_rows_hands_on_each_chunk_before_its_slice_ends(tmp_path):
             gate.touch()
         assert first.num_rows == CHUNK_ROWS and first.column("doubled").to_pylist() == list(range(CHUNK_ROWS))
         assert [b.to_pylist() for b in out if b.num_rows] == [[{"x": 5, "doubled": CHUNK_ROWS}]]
+
+
+def _thresholds(row):
+    import gc
+
+    yield {"x": row["x"], "doubled": gc.get_threshold()[0]}
+
+
+def test_workers_collect_garbage_less_often_than_the_default():
+    import gc
+
+    from transforms.gc_settings import THRESHOLDS
+
+    assert gc.get_threshold()[0] < THRESHOLDS[0]  # the test process keeps Python's default
+    pool = WorkerPool(1)
+    try:
+        assert _submit(pool, _thresholds, _batch([1])).result(60).to_pylist() == [{"x": 1, "doubled": THRESHOLDS[0]}]
+    finally:
+        pool.close()
