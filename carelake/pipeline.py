@@ -17,7 +17,6 @@ from carelake.context import Progress, RunContext, new_run_id
 from carelake.engine import get_spark
 from carelake.errors import CarelakeError, StageFailedError
 from carelake.lake import Lake
-from transforms import gc_settings
 
 __all__ = ["STAGES", "run_pipeline", "RunSummary", "summarize"]
 
@@ -54,13 +53,6 @@ def run_pipeline(config: Config | Path | str | None, workdir: Path | str | None,
     in `RunSummary.error`; the tables published before stay as they were. `hospitals` and
     `received_between` restrict ingest (see `carelake.ingest.run`); `full` makes normalize map every
     bronze record again (see `carelake.normalize.run`)."""
-    with gc_settings.relaxed():  # a run makes millions of short-lived objects in this process too
-        return _run_pipeline(config, workdir, stages, progress=progress, as_of=as_of, run_id=run_id, triggered_by=triggered_by,
-                             hospitals=hospitals, received_between=received_between, full=full)
-
-
-def _run_pipeline(config, workdir, stages, *, progress, as_of, run_id, triggered_by, hospitals, received_between,
-                  full) -> RunSummary:
     config = config if isinstance(config, Config) else load_config(config)
     stages = list(stages or STAGES)
     for name in stages:

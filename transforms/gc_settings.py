@@ -4,19 +4,17 @@ The collector runs whenever 700 more container objects have been made than freed
 the young objects; every tenth runs walks the older ones too. A mapping process makes a tuple and a few
 dicts per record and keeps a chunk of 16,384 rows alive at a time (`transforms.arrow`), so the young
 generation fills every few records and the chunks are walked again and again before they are freed by
-reference counting. None of those objects form cycles. Measured (2026-12-07, `normalize_record_tuples`
-over 348,503 bronze records of the 4,000-patient bench region, in one process): the collector took
-0.45-0.58 s of 8.2-9.4 CPU s with the default thresholds, 0.01-0.02 s with `THRESHOLDS`; in a whole
-4,000-patient run it took 0.5 s of the client's time as well.
+reference counting. None of those objects form cycles. Measured (2026-12-07, 4,000-patient bench region): over 348,503 bronze records in one process the
+collector took 0.45-0.58 s of 8.2-9.4 CPU s with the default thresholds, 0.01-0.02 s with
+`THRESHOLDS`; in the two UDF workers of a whole normalize and curate, 2.46 s (6,409 collections)
+against 0.18 s. Not set in the client: its 0.45 s of collections did not shrink with these thresholds.
 
 Cycles are still collected, after 50,000 allocations instead of 700.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
-from collections.abc import Iterator
 
 #: (young, middle, old) generation thresholds: see the module docstring
 THRESHOLDS = (50_000, 20, 20)
@@ -26,14 +24,3 @@ def relax() -> None:
     """Set `THRESHOLDS` for the rest of this process (a UDF worker)."""
     gc.set_threshold(*THRESHOLDS)
 
-
-@contextlib.contextmanager
-def relaxed() -> Iterator[None]:
-    """`THRESHOLDS` inside the block, the process's own thresholds again after it (a pipeline run in a
-    process that does other work: a test session, an Airflow task)."""
-    before = gc.get_threshold()
-    gc.set_threshold(*THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)

@@ -25,30 +25,3 @@ def test_stage_failures_have_their_own_exit_code_and_the_audit_its_columns():
     names = [name for name, _ in AUDIT_SCHEMA]
     assert {"triggered_by", "user", "inputs", "tables_written", "error_detail", "exit_code"} <= set(names)
 
-
-def test_a_run_collects_garbage_less_often_and_gives_the_process_its_thresholds_back(demo_run, tmp_path, monkeypatch):
-    import gc
-
-    from carelake import pipeline
-    from carelake.config import load_config
-    from transforms.gc_settings import THRESHOLDS
-
-    seen = []
-
-    def stage(name):
-        def run(ctx, **options):
-            seen.append(gc.get_threshold())
-            if name == "curate":
-                raise RuntimeError("a bug in a stage")
-            return {}
-        return run
-
-    monkeypatch.setattr(pipeline, "_stage", stage)
-    before = gc.get_threshold()
-    assert before != THRESHOLDS
-    summary = pipeline.run_pipeline(load_config(demo_run[0] / "conf"), tmp_path / "home", ["marts"])
-    assert summary.error is None and seen == [THRESHOLDS]
-    assert gc.get_threshold() == before
-    failed = pipeline.run_pipeline(load_config(demo_run[0] / "conf"), tmp_path / "home", ["curate"])
-    assert "RuntimeError" in failed.error and seen[-1] == THRESHOLDS
-    assert gc.get_threshold() == before
