@@ -24,4 +24,3 @@ def test_stage_failures_have_their_own_exit_code_and_the_audit_its_columns():
     assert StageFailedError.exit_code == 8
     names = [name for name, _ in AUDIT_SCHEMA]
     assert {"triggered_by", "user", "inputs", "tables_written", "error_detail", "exit_code"} <= set(names)
-
