@@ -105,9 +105,12 @@ def _id_rule_is_default() -> bool:
 
 
 # fhir_core's string rule is the pattern ``[ \r\n\t\S]+``, which pydantic *searches* for: any string holding
-# one such character is valid. Space, tab, CR, LF and printable ASCII are that under every notion of \s.
-# The bound method itself (truthy: a match) spares a Python call per leaf; strings are the commonest leaf.
-_fast_string = re.compile(r"[ \r\n\t!-~]").search
+# one such character is valid, if pydantic takes it as a string at all. Space, tab, CR, LF and printable
+# ASCII are that under every notion of \s. A lone surrogate (a JSON escape such as "\\ud800" that pairs
+# with nothing) is refused by pydantic ("string_unicode") and cannot be written as UTF-8, so the whole
+# string is read: no surrogate anywhere. The bound method itself (truthy: a match) spares a Python call
+# per leaf; strings are the commonest leaf.
+_fast_string = re.compile(r"[^\ud800-\udfff]*[ \r\n\t!-~][^\ud800-\udfff]*").fullmatch
 
 
 def _always(_value) -> bool:

@@ -126,3 +126,18 @@ def test_record_outcomes_give_each_record_once_with_its_resource_count(spark):
     assert [c for c in got[0].asDict()] == OUTCOME_COLUMNS
     assert len(got) == len(rows)
     assert {r.record_id: {"outcome": r.outcome, "error_code": r.error_code, "resources": r.resources} for r in got} == expected
+
+
+def test_a_lone_surrogate_escape_is_quarantined_and_its_batch_still_maps(spark, monkeypatch):
+    """A FHIR JSON string may escape half a surrogate pair ("\\ud800"), which json decodes to a str that
+    UTF-8 cannot hold. Once its shape was compiled, such a resource passed the fast validator and its
+    text failed the whole batch in the engine; now it is quarantined like fhir.resources says."""
+    monkeypatch.setenv("CARELAKE_UDF_PROCESSES", "0")
+    template = '{"resourceType":"Patient","id":"s%d","name":[{"family":"%s"}],"gender":"female"}'
+    rows = [_row(40 + n, template % (n, family)) for n, family in enumerate(["Muster", "Meier", "Schulz", "Mus\\ud800ter"])]
+    schema = ", ".join(f"{name} {'long' if name == 'position' else 'string'}" for name in
+                       ("record_id", "hospital", "feed", "format", "source", "position", "received_at", "payload"))
+    out = {r["record_id"]: r for r in normalize_records(spark.createDataFrame(rows, schema), Mapping()).collect()}
+    assert [out[f"r{40 + n}"]["outcome"] for n in range(3)] == ["normalized"] * 3
+    assert out["r43"]["outcome"] == "quarantined" and out["r43"]["error_code"] == "FHIR_INVALID"
+    assert "string_unicode" in out["r43"]["reason"]
