@@ -292,15 +292,14 @@ def compare(plan, bronze, mapping) -> dict:
     """One plan against the Python mapper: `rows` (observation rows), `eligible` (taken by the guard),
     `same` (of those, the Python mapper normalized the record to one row with the same `_COMPARED`
     values) and `different` (record ids of the others: any is a bug of the plan)."""
-    from transforms.normalize import NORMALIZED_COLUMNS, normalize_record_tuples
+    from transforms.normalize import normalize_record
 
-    names = [name for name, _ in NORMALIZED_COLUMNS]
     taken = {r["record_id"]: tuple(r[c] for c in _COMPARED) for r in plan.filter("eligible").collect()}
     rows = plan.count()
-    python = {row["record_id"]: normalize_record_tuples(row, mapping) for row in bronze_rows(bronze, plan.filter("eligible"))}
+    python = {row["record_id"]: list(normalize_record(row, mapping)) for row in bronze_rows(bronze, plan.filter("eligible"))}
     different = []
     for record_id, engine in taken.items():
-        out = [dict(zip(names, row)) for row in python.get(record_id, [])]
+        out = python.get(record_id, [])
         if not (len(out) == 1 and out[0]["outcome"] == "normalized" and out[0]["resource_type"] == "Observation"
                 and tuple(out[0][c] for c in _COMPARED) == engine):
             different.append(record_id)

@@ -73,8 +73,11 @@ def mapping_fingerprint(mapping: Mapping) -> str:
 
 def normalize_record(row: dict, mapping: Mapping) -> Iterator[dict]:
     """One bronze row -> its output rows as dicts keyed by `NORMALIZED_COLUMNS` (see the module
-    docstring). Never raises."""
-    return as_dicts(normalize_record_tuples(row, mapping), NORMALIZED_COLUMNS)
+    docstring), the resource as text, as the engine gives it. Never raises."""
+    for out in as_dicts(normalize_record_tuples(row, mapping), NORMALIZED_COLUMNS):
+        if out["resource"] is not None:
+            out["resource"] = out["resource"].decode("utf-8")  # the tuples carry it as UTF-8 bytes for Arrow
+        yield out
 
 
 def normalize_records(bronze, mapping: Mapping, *, partitions: int | None = None):

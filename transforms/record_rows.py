@@ -115,21 +115,22 @@ def normalize_record_tuples(row: dict, mapping: Mapping) -> list[tuple]:
         resources = _resources(row, mapping)
         if not resources:
             raise RecordError("UNSUPPORTED", f"{row['format']} record maps to no resource")
-        plain_floats = []  # per resource: validate found its floats plain, so dumps need not look for them
+        texts = []
         for resource in resources:
-            plain_floats.append(validate(resource))
+            plain = validate(resource)  # True: its floats are plain, so dumps need not look for them
             if resource.get("resourceType") not in RESOURCE_TABLES:
                 raise RecordError("UNSUPPORTED", f"resource type {resource.get('resourceType')} has no silver table")
+            # the stdlib's compact sorted text, byte for byte, as UTF-8: the Arrow column takes the bytes as they are
+            texts.append(fastjson.dumps_utf8(resource, plain_floats=plain))
     except RecordError as exc:
         return [head + ("quarantined", exc.code, exc.reason) + _NO_RESOURCE]
     except Exception as exc:  # a mapper bug must not take the run down; the record waits for a retry
         return [head + ("quarantined", "MAPPING_BUG", f"{type(exc).__name__} in the {row['feed']} mapping") + _NO_RESOURCE]
     out = []
     count: int | None = len(resources)  # on the record's first row only
-    for resource, plain in zip(resources, plain_floats):
+    for resource, text in zip(resources, texts):
         out.append(head + (
             "normalized", None, None, resource["resourceType"], resource["id"], _patient_id(resource), _national_id(resource),
-            fastjson.dumps(resource, plain_floats=plain),  # the stdlib's compact sorted text, byte for byte
-            (resource.get("meta") or {}).get("lastUpdated"), _unmapped(resource), count))
+            text, (resource.get("meta") or {}).get("lastUpdated"), _unmapped(resource), count))
         count = None
     return out

@@ -8,9 +8,7 @@ from pyspark.sql import functions as F
 
 from bench.csv_engine_probe import _COMPARED, compare, plan_observations, planned_feeds, staged
 from carelake.normalize import mapping_for
-from transforms.normalize import NORMALIZED_COLUMNS, normalize_record_tuples
-
-NAMES = [name for name, _ in NORMALIZED_COLUMNS]
+from transforms.normalize import normalize_record
 
 # (hospital, field, cell): cells the Python mapper takes differently from their text, or rejects, or
 # that sit at the edge of what the guard allows. hosp-a: ISO date-times with offsets (layout his-a);
@@ -79,7 +77,7 @@ def test_mutated_rows_the_guard_takes_give_the_python_mappers_row(demo_ctx, hosp
     assert len(engine) == len(mutants)
     taken, differs = [], []
     for row in mutants:
-        python = [dict(zip(NAMES, out)) for out in normalize_record_tuples(row, mapping)]
+        python = list(normalize_record(row, mapping))
         got = engine[row["record_id"]]
         same = (len(python) == 1 and python[0]["outcome"] == "normalized"
                 and tuple(python[0][c] for c in _COMPARED) == tuple(got[c] for c in _COMPARED))

@@ -28,6 +28,8 @@ def outcome(function, arg):
 
 def assert_dumps_like_json(obj):
     assert outcome(fastjson.dumps, obj) == outcome(std_dumps, obj)
+    # the same text as UTF-8, and the same refusal of what UTF-8 cannot hold (a lone surrogate)
+    assert outcome(fastjson.dumps_utf8, obj) == outcome(lambda o: std_dumps(o).encode("utf-8"), obj)
 
 
 def assert_loads_like_json(text):
