@@ -109,7 +109,8 @@ def _unmapped(resource: dict) -> str | None:
 def normalize_record_tuples(row: dict, mapping: Mapping) -> list[tuple]:
     """`transforms.normalize.normalize_record` with each output row a tuple of the `NORMALIZED_COLUMNS`
     values in order: what `normalize_records` gathers (a record gives up to tens of rows, 17 columns each; a tuple
-    costs less to build and to turn into columns than a dict)."""
+    costs less to build and to turn into columns than a dict). The resource's text is UTF-8 bytes, which
+    the Arrow string column takes as they are (`normalize_record` gives it as str)."""
     head = (row["record_id"], row["hospital"], row["feed"], row["source"], row["position"], row["received_at"])
     try:
         resources = _resources(row, mapping)
