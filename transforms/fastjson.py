@@ -68,7 +68,7 @@ def dumps(obj, *, plain_floats: bool = False) -> str:
     text = _msgspec_text(obj, plain_floats)
     if text is not None:
         return text.decode("utf-8")
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return _std_dumps(obj)
 
 
 def dumps_utf8(obj, *, plain_floats: bool = False) -> bytes:
@@ -79,7 +79,11 @@ def dumps_utf8(obj, *, plain_floats: bool = False) -> bytes:
     text = _msgspec_text(obj, plain_floats)
     if text is not None:
         return text
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return _std_dumps(obj).encode("utf-8")
+
+
+def _std_dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 def _msgspec_text(obj, plain_floats: bool) -> bytes | None:

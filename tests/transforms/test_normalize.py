@@ -18,6 +18,9 @@ OBSERVATION = {
     "valueQuantity": {"value": 132, "unit": "mg/dL"},
 }
 
+BRONZE_SCHEMA = ", ".join(f"{name} {'long' if name == 'position' else 'string'}" for name in
+                          ("record_id", "hospital", "feed", "format", "source", "position", "received_at", "payload"))
+
 
 def _row(n: int, resource) -> dict:
     payload = resource if isinstance(resource, str) else json.dumps(resource)
@@ -55,9 +58,7 @@ def test_a_known_shape_with_a_bad_value_is_still_quarantined():
 
 def _in_engine(spark, processes: str, monkeypatch) -> list[tuple]:
     monkeypatch.setenv("CARELAKE_UDF_PROCESSES", processes)
-    schema = ", ".join(f"{name} {'long' if name == 'position' else 'string'}" for name in
-                       ("record_id", "hospital", "feed", "format", "source", "position", "received_at", "payload"))
-    bronze = spark.createDataFrame(_rows() * 3, schema)
+    bronze = spark.createDataFrame(_rows() * 3, BRONZE_SCHEMA)
     rows = normalize_records(bronze, Mapping()).collect()
     return sorted(tuple(r[c] for c, _ in NORMALIZED_COLUMNS) for r in rows)
 
@@ -135,9 +136,7 @@ def test_a_lone_surrogate_escape_is_quarantined_and_its_batch_still_maps(spark, 
     monkeypatch.setenv("CARELAKE_UDF_PROCESSES", "0")
     template = '{"resourceType":"Patient","id":"s%d","name":[{"family":"%s"}],"gender":"female"}'
     rows = [_row(40 + n, template % (n, family)) for n, family in enumerate(["Muster", "Meier", "Schulz", "Mus\\ud800ter"])]
-    schema = ", ".join(f"{name} {'long' if name == 'position' else 'string'}" for name in
-                       ("record_id", "hospital", "feed", "format", "source", "position", "received_at", "payload"))
-    out = {r["record_id"]: r for r in normalize_records(spark.createDataFrame(rows, schema), Mapping()).collect()}
+    out = {r["record_id"]: r for r in normalize_records(spark.createDataFrame(rows, BRONZE_SCHEMA), Mapping()).collect()}
     assert [out[f"r{40 + n}"]["outcome"] for n in range(3)] == ["normalized"] * 3
     assert out["r43"]["outcome"] == "quarantined" and out["r43"]["error_code"] == "FHIR_INVALID"
     assert "string_unicode" in out["r43"]["reason"]

@@ -307,7 +307,7 @@ def _thresholds(row):
 def test_workers_collect_garbage_less_often_than_the_default():
     import gc
 
-    from transforms.gc_settings import THRESHOLDS
+    from transforms.udf_worker import GC_THRESHOLDS as THRESHOLDS
 
     assert gc.get_threshold()[0] < THRESHOLDS[0]  # the test process keeps Python's default
     pool = WorkerPool(1)
