@@ -119,7 +119,13 @@ def purge_quality_results(lake: Lake, *, retention_days: int, now: datetime) -> 
 
 
 def _cutoff(now: datetime, retention_days: int, setting: str) -> datetime:
-    """`now` less `retention_days` (in UTC); refuses a retention under a day, naming its `setting`."""
+    """`now` less `retention_days`, in UTC; refuses a retention under a day, naming its `setting`.
+
+    A `now` without a zone is taken as UTC, as the lake's own times are (bronze's received_at; GE's
+    stored results, as `carelake.quality` reads them), not as the machine's local time, which would
+    move the cutoff by the machine's offset."""
     if retention_days < 1:
         raise ConfigError(f"conf/airflow.yaml: maintenance.{setting} must be at least 1, found {retention_days}")
+    if now.tzinfo is None or now.utcoffset() is None:
+        now = now.replace(tzinfo=timezone.utc)
     return now.astimezone(timezone.utc) - timedelta(days=retention_days)

@@ -69,6 +69,20 @@ def test_compact_then_vacuum_leaves_fewer_files_and_the_same_rows(lake):
     assert len(bronze.file_uris()) == 1 and bronze.to_pyarrow_table().num_rows == 4
 
 
+def test_a_now_without_a_zone_is_taken_as_utc_whatever_the_machine_s_zone(lake, monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")  # four hours behind UTC on this date (EDT)
+    time.tzset()
+    try:
+        naive = purge_quality_results(lake, retention_days=30, now=NOW.replace(tzinfo=None))
+        aware = purge_quality_results(lake, retention_days=30, now=NOW)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert naive["cutoff"] == aware["cutoff"] == "2026-05-31T00:00:00Z"
+
+
 def test_quality_results_retention_is_at_least_a_day_and_counts_from_now(lake):
     with pytest.raises(ConfigError, match="quality_retention_days must be at least 1"):
         purge_quality_results(lake, retention_days=0, now=NOW)
