@@ -9,11 +9,12 @@ Results are counts per table, never rows.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from carelake.errors import ConfigError
 from carelake.lake import Lake
+from carelake.quality import as_utc
 
 __all__ = ["delta_tables", "compact", "vacuum", "purge_quarantine", "purge_quality_results", "MIN_RETENTION_HOURS"]
 
@@ -121,11 +122,9 @@ def purge_quality_results(lake: Lake, *, retention_days: int, now: datetime) -> 
 def _cutoff(now: datetime, retention_days: int, setting: str) -> datetime:
     """`now` less `retention_days`, in UTC; refuses a retention under a day, naming its `setting`.
 
-    A `now` without a zone is taken as UTC, as the lake's own times are (bronze's received_at; GE's
-    stored results, as `carelake.quality` reads them), not as the machine's local time, which would
-    move the cutoff by the machine's offset."""
+    A `now` without a zone is taken as UTC (`carelake.quality.as_utc`, which reads GE's stored results
+    so), as the lake's own times are, not as the machine's local time, which would move the cutoff by
+    the machine's offset."""
     if retention_days < 1:
         raise ConfigError(f"conf/airflow.yaml: maintenance.{setting} must be at least 1, found {retention_days}")
-    if now.tzinfo is None or now.utcoffset() is None:
-        now = now.replace(tzinfo=timezone.utc)
-    return now.astimezone(timezone.utc) - timedelta(days=retention_days)
+    return as_utc(now) - timedelta(days=retention_days)

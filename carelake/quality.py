@@ -62,6 +62,7 @@ __all__ = [
     "build_data_docs",
     "load_report",
     "purge_results",
+    "as_utc",
     "import_in_background",
 ]
 
@@ -313,10 +314,10 @@ def purge_results(reports_dir: Path | str, *, before: dt.datetime) -> dict[str, 
     if not (reports_dir / "gx").is_dir():  # nothing validated here yet: make no GE project either
         return {"results": 0, "runs": 0}
     store = _context(reports_dir).validation_results_store
-    before = _utc(before)
+    before = as_utc(before)
     removed, purged, kept = 0, set(), set()
     for key in store.list_keys():
-        if _utc(key.run_id.run_time) < before:
+        if as_utc(key.run_id.run_time) < before:
             store.remove_key(key)
             removed += 1
             purged.add(key.run_id.run_name)
@@ -331,7 +332,7 @@ def purge_results(reports_dir: Path | str, *, before: dt.datetime) -> dict[str, 
     return {"results": removed, "runs": runs}
 
 
-def _utc(moment: dt.datetime) -> dt.datetime:
+def as_utc(moment: dt.datetime) -> dt.datetime:
     """`moment` in UTC; without a zone (or with one that gives no offset) it is taken as UTC: GE stores
     UTC times, and a time read back from a store path, or Airflow's, may carry its zone differently."""
     if moment.tzinfo is None or moment.utcoffset() is None:
